@@ -1,0 +1,80 @@
+"""Inference on user images: `foveate.load(checkpoint).predict(image, locations=k)`."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .errors import FoveateError
+from .models import Output
+from .sources import load_image
+
+
+@dataclass
+class Prediction:
+    """label: predicted class index; probs: (K,); output: the model's `Output` for a batch of one
+    (its trace holds every level's candidate boxes in full-resolution pixels)."""
+
+    label: int
+    probs: Tensor
+    output: Output
+    image: Tensor  # (C, H, W) in [0, 1], as the model saw it
+
+    @property
+    def probability(self) -> float:
+        return float(self.probs[self.label])
+
+    def top(self, k: int = 5) -> list[tuple[int, float]]:
+        p, i = self.probs.topk(min(k, self.probs.numel()))
+        return [(int(c), float(v)) for c, v in zip(i, p)]
+
+
+class Predictor:
+    def __init__(self, model: torch.nn.Module, config: dict, device: str | torch.device = "cpu") -> None:
+        self.model = model.to(device).eval()
+        self.config = config
+        self.device = torch.device(device)
+
+    @property
+    def in_chans(self) -> int:
+        return int(self.model.in_chans)
+
+    def as_tensor(self, image) -> Tensor:
+        """A path, a PIL image, a numpy array (H, W[, C]) or a tensor (C, H, W) -> (C, H, W) float in [0, 1]."""
+        if isinstance(image, (str, Path)):
+            return load_image(image, self.in_chans)
+        if not isinstance(image, Tensor):
+            from PIL import Image
+
+            if isinstance(image, Image.Image):
+                array = np.asarray(image.convert("L" if self.in_chans == 1 else "RGB"))
+            else:
+                array = np.asarray(image)
+            tensor = torch.from_numpy(np.ascontiguousarray(array))
+            if tensor.dtype == torch.uint8:
+                tensor = tensor.float() / 255.0
+            image = tensor.permute(2, 0, 1) if tensor.ndim == 3 else tensor[None]
+        if image.ndim == 2:
+            image = image[None]
+        if image.ndim != 3 or image.shape[0] != self.in_chans:
+            raise FoveateError(f"image tensor of shape {tuple(image.shape)} does not match the model's "
+                               f"{self.in_chans}-channel (C, H, W) input")
+        return image.float()
+
+    @torch.no_grad()
+    def predict(self, image, locations=None) -> Prediction:
+        x = self.as_tensor(image)
+        out = self.model(x[None].to(self.device), locations=locations)
+        probs = out.probabilities()[0].cpu()
+        return Prediction(label=int(probs.argmax()), probs=probs, output=out, image=x)
+
+
+def load(checkpoint: str | Path, device: str | torch.device = "cpu") -> Predictor:
+    """A predictor for a checkpoint written by `foveate fit`."""
+    from .training import load_checkpoint
+
+    module = load_checkpoint(checkpoint, map_location=device)
+    return Predictor(module.model, module.config, device)

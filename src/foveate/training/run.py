@@ -1,0 +1,112 @@
+"""Training and evaluation entry points used by the CLI (and usable from Python)."""
+from __future__ import annotations
+
+import io
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from ..errors import FoveateError
+from ..fileio import atomic_write_bytes
+from .checkpoint import load_checkpoint
+from .module import HardAttentionModule
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write checkpoints to a temporary file beside the target, then rename: an interrupted save
+    never leaves a truncated checkpoint or destroys the previous one."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        atomic_write_bytes(path, buffer.getvalue())
+
+
+def create_datamodule(cfg: dict[str, Any], seed: int = 0) -> L.LightningDataModule:
+    from ..data import MegapixelMNISTDataModule
+
+    cfg = dict(cfg)
+    name = cfg.pop("name", "megapixel_mnist")
+    if name != "megapixel_mnist":
+        raise FoveateError(f"unknown data set {name!r}; known: megapixel_mnist")
+    cfg.setdefault("seed", seed)
+    try:
+        return MegapixelMNISTDataModule(**cfg)
+    except TypeError as e:
+        raise FoveateError(f"bad data arguments: {e}") from None
+
+
+def _trainer(cfg: dict[str, Any], out_dir: Path, **overrides) -> L.Trainer:
+    tcfg = {"max_epochs": 10, "accelerator": "cpu", "devices": 1, "log_every_n_steps": 10,
+            "deterministic": True}
+    tcfg.update(cfg.get("trainer", {}))
+    tcfg.update(overrides)
+    loggers = [CSVLogger(str(out_dir), name="logs")]
+    try:
+        import tensorboard  # noqa: F401
+
+        loggers.append(TensorBoardLogger(str(out_dir), name="tb"))
+    except ImportError:
+        pass
+    callbacks = [
+        ModelCheckpoint(dirpath=str(out_dir / "checkpoints"), filename="best", monitor="val/acc", mode="max",
+                        save_last=True, auto_insert_metric_name=False),
+    ]
+    try:
+        return L.Trainer(logger=loggers, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+                         default_root_dir=str(out_dir), **tcfg)
+    except (TypeError, ValueError) as e:
+        raise FoveateError(f"bad trainer arguments: {e}") from None
+
+
+def fit(cfg: dict[str, Any], resume: str | None = None) -> dict[str, Any]:
+    """Train; returns the final validation metrics and checkpoint paths."""
+    seed = int(cfg.get("seed", 0))
+    L.seed_everything(seed, workers=True, verbose=False)
+    out_dir = Path(cfg.get("output_dir", "runs/experiment"))
+    module = HardAttentionModule(cfg)
+    data = create_datamodule(cfg.get("data", {}), seed)
+    trainer = _trainer(cfg, out_dir)
+    ckpt_path = None
+    if resume == "auto":
+        last = out_dir / "checkpoints" / "last.ckpt"
+        ckpt_path = str(last) if last.is_file() else None
+    elif resume:
+        if not Path(resume).is_file():
+            raise FoveateError(f"{resume}: checkpoint to resume from not found")
+        ckpt_path = resume
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    cb = trainer.checkpoint_callback
+    return {
+        "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
+        "best_checkpoint": cb.best_model_path,
+        "last_checkpoint": cb.last_model_path,
+        "output_dir": str(out_dir),
+    }
+
+
+def test(checkpoint: str, data_overrides: dict[str, Any] | None = None, locations: list | None = None,
+         trainer_overrides: dict[str, Any] | None = None) -> dict[str, float]:
+    """Evaluate a checkpoint on its data set's test split; returns {metric: value}."""
+    module = load_checkpoint(checkpoint)
+    cfg = module.config
+    if locations is not None:
+        module.test_budgets = list(locations)
+    data_cfg = dict(cfg.get("data", {}))
+    data_cfg.update(data_overrides or {})
+    data = create_datamodule(data_cfg, int(cfg.get("seed", 0)))
+    out_dir = Path(cfg.get("output_dir", "runs/experiment"))
+    overrides = {"logger": False, "enable_checkpointing": False, "devices": 1, "strategy": "auto"}
+    overrides.update(trainer_overrides or {})
+    trainer = L.Trainer(**{"accelerator": cfg.get("trainer", {}).get("accelerator", "cpu"),
+                           "default_root_dir": str(out_dir), **overrides})
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    results = trainer.test(module, datamodule=data, verbose=False)
+    return {k: float(v) for k, v in results[0].items()}
