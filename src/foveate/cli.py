@@ -60,6 +60,7 @@ def cmd_predict(args) -> int:
     from .sources import image_files
 
     predictor = load(args.checkpoint)
+    predictor.allow_large = args.allow_large
     budgets = _locations(args.locations)
     if budgets is not None and len(budgets) > 1:
         raise FoveateError("predict takes one budget: --locations K or --locations K1,K2 (one per level)")
@@ -73,8 +74,7 @@ def cmd_predict(args) -> int:
     rows = []
     for path in files:
         try:
-            pred = predictor.predict(path, locations=locations) if not args.allow_large else \
-                predictor.predict(_load_large(path, predictor.in_chans), locations=locations)
+            pred = predictor.predict(path, locations=locations)
         except FoveateError as e:
             msg = str(e) if str(path) in str(e) else f"{path}: {e}"
             print(f"foveate: error: {msg}", file=sys.stderr)
@@ -95,12 +95,6 @@ def cmd_predict(args) -> int:
     if args.explain:
         print(f"explanations -> {args.explain}")
     return 1 if failed else 0
-
-
-def _load_large(path, channels):
-    from .sources import load_image
-
-    return load_image(path, channels, allow_large=True)
 
 
 def cmd_data(args) -> int:

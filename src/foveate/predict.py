@@ -10,7 +10,6 @@ from torch import Tensor
 
 from .errors import FoveateError
 from .models import Output
-from .sources import load_image
 
 
 @dataclass
@@ -33,8 +32,10 @@ class Prediction:
 
 
 class Predictor:
-    def __init__(self, model: torch.nn.Module, config: dict, device: str | torch.device = "cpu") -> None:
+    def __init__(self, model: torch.nn.Module, config: dict, device: str | torch.device = "cpu",
+                 allow_large: bool = False) -> None:
         self.model = model.to(device).eval()
+        self.allow_large = allow_large  # lift Pillow's decompression-bomb guard for known files
         self.config = config
         self.device = torch.device(device)
 
@@ -45,7 +46,9 @@ class Predictor:
     def as_tensor(self, image) -> Tensor:
         """A path, a PIL image, a numpy array (H, W[, C]) or a tensor (C, H, W) -> (C, H, W) float in [0, 1]."""
         if isinstance(image, (str, Path)):
-            return load_image(image, self.in_chans)
+            from .sources import load_image
+
+            return load_image(image, self.in_chans, allow_large=self.allow_large)
         if not isinstance(image, Tensor):
             from PIL import Image
 

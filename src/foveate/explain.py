@@ -1,0 +1,125 @@
+"""Picture what a model looked at: the image with the regions each level read.
+
+Uses matplotlib's object API (`Figure`, no pyplot): no global backend or figure registry, so it
+is safe in scripts, servers and worker processes, and figures do not accumulate.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from matplotlib.collections import PatchCollection
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch, Rectangle
+from torch import Tensor
+
+from .errors import FoveateError
+from .fileio import atomic_save_figure
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from .models.output import Glimpses, Output
+
+DPI = 100
+BAND_PX = 28  # height of the title band and of the legend band, pixels
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+           "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")  # matplotlib tab10
+
+
+def display_size(height: int, width: int, max_side: int) -> tuple[int, int]:
+    """(h, w) the image is drawn at: shrunk so the long side is max_side, or enlarged by the
+    largest whole factor that fits (crisp pixels, readable labels on small images)."""
+    long_side = max(height, width)
+    if long_side > max_side:
+        s = max_side / long_side
+        return max(1, round(height * s)), max(1, round(width * s))
+    f = max_side // long_side
+    return height * f, width * f
+
+
+def _display_pixels(image: Tensor, height: int, width: int) -> Tensor:
+    """(C, H, W) -> (h, w) or (h, w, 3) float in [0, 1]. Area averaging reads each source
+    pixel once, so a 6000x6000 image shrinks quickly; enlarging is left to nearest-neighbour
+    drawing."""
+    x = image.detach().to("cpu", torch.float32)
+    if height * width < x.shape[1] * x.shape[2]:
+        x = F.interpolate(x[None], size=(height, width), mode="area")[0]
+    x = x.clamp(0.0, 1.0)
+    return x[0] if x.shape[0] == 1 else x.permute(1, 2, 0)
+
+
+def draw_trace(image: Tensor, output: Output, index: int, path: str | os.PathLike[str],
+               title: str | None = None, max_side: int = 1200, show_candidates: bool = False) -> None:
+    """Write a PNG of `image` with the regions the model read, one colour per level.
+
+    image: (C, H, W), C = 1 or 3, values in [0, 1], the full-resolution input of batch item
+    `index` of `output` (trace boxes are in its pixels). Each chosen box is outlined in its
+    level's colour (clipped to the image) and labelled with its selection probability;
+    show_candidates adds faint outlines of the candidates that were not read.
+    The PNG is w pixels wide and h + BAND_PX per band tall, (h, w) = display_size(H, W,
+    max_side); bands: the title (if given) above, the legend (if there is a trace) below.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise FoveateError(f"{path}: draw_trace writes PNG; use a .png file name")
+    if image.dim() != 3 or image.shape[0] not in (1, 3):
+        raise FoveateError(f"{path}: image must be (1 or 3, H, W), got {tuple(image.shape)}")
+    batch = output.logits.shape[0]
+    if not 0 <= index < batch:
+        raise FoveateError(f"{path}: index {index} is outside the batch of {batch}")
+    _, height, width = image.shape
+    h, w = display_size(height, width, max_side)
+    top = BAND_PX if title else 0
+    bottom = BAND_PX if output.trace else 0
+    total = top + h + bottom
+
+    fig = Figure(figsize=(w / DPI, total / DPI), dpi=DPI)
+    try:
+        ax = fig.add_axes((0.0, bottom / total, 1.0, h / total))
+        ax.set_axis_off()
+        # extent in full-resolution pixels: boxes are drawn in their own coordinates.
+        ax.imshow(_display_pixels(image, h, w).numpy(), cmap="gray", vmin=0.0, vmax=1.0,
+                  interpolation="nearest", extent=(0, width, height, 0))
+        ax.set_xlim(0, width)
+        ax.set_ylim(height, 0)
+        for i, glimpses in enumerate(output.trace):
+            _draw_level(ax, glimpses, index, PALETTE[i % len(PALETTE)], width, height, show_candidates)
+        if title:
+            fig.text(0.01, 1.0 - top / 2 / total, title, ha="left", va="center", fontsize=11)
+        if output.trace:
+            handles = [Patch(facecolor="none", edgecolor=PALETTE[i % len(PALETTE)], linewidth=2,
+                             label=f"level {g.level}") for i, g in enumerate(output.trace)]
+            fig.legend(handles=handles, loc="center", bbox_to_anchor=(0.5, bottom / 2 / total),
+                       ncol=len(handles), frameon=False, fontsize=9, handlelength=1.2,
+                       borderaxespad=0.0, columnspacing=1.2)
+        atomic_save_figure(fig, path, dpi=DPI, format="png")
+    finally:
+        fig.clear()  # drop the image and artists now; the figure<->canvas cycle waits for gc
+
+
+def _draw_level(ax: Axes, glimpses: Glimpses, index: int, color: str, width: int, height: int,
+                show_candidates: bool) -> None:
+    """Outline one level's boxes for batch item `index` (boxes (C, 4) x1, y1, x2, y2)."""
+    boxes = glimpses.boxes[index].detach().to("cpu", torch.float64)  # (C, 4)
+    probs = glimpses.probs[index].detach().to("cpu", torch.float64)  # (C,)
+    chosen = glimpses.chosen[index].detach().to("cpu", torch.bool)  # (C,)
+    limits = torch.tensor([width, height, width, height], dtype=torch.float64)
+    boxes = torch.minimum(boxes.clamp(min=0.0), limits)  # padded grids reach outside the image
+
+    def rectangles(rows: Tensor) -> list[Rectangle]:
+        return [Rectangle((x1, y1), x2 - x1, y2 - y1) for x1, y1, x2, y2 in rows.tolist()]
+
+    if show_candidates and (~chosen).any():
+        ax.add_collection(PatchCollection(rectangles(boxes[~chosen]), facecolor="none",
+                                          edgecolor=color, linewidth=0.6, alpha=0.35))
+    if chosen.any():
+        ax.add_collection(PatchCollection(rectangles(boxes[chosen]), facecolor="none",
+                                          edgecolor=color, linewidth=1.8))
+    for (x1, y1, _, _), p in zip(boxes[chosen].tolist(), probs[chosen].tolist()):
+        ax.annotate(f"{p:.3f}", (x1, y1), xytext=(2, -2), textcoords="offset points",
+                    ha="left", va="top", fontsize=7, color=color, clip_on=True,
+                    bbox=dict(boxstyle="square,pad=0.1", facecolor="white", alpha=0.75, linewidth=0))
