@@ -3,6 +3,7 @@
 Layout (every section optional except model):
     seed: 0
     output_dir: runs/NAME
+    init_from: CHECKPOINT                              # start from these weights (curriculum stages)
     model:   {name: tnet, num_classes: 10, ...}        # kwargs of create_model
     data:    {name: megapixel_mnist, ...}              # kwargs of the data module
     optim:   {lr: 1e-3, weight_decay: 0, lr_drop_at: 0.8, lr_drop_factor: 0.1}
@@ -19,7 +20,7 @@ import yaml
 
 from .errors import FoveateError
 
-SECTIONS = {"seed", "output_dir", "model", "data", "optim", "trainer", "eval"}
+SECTIONS = {"seed", "output_dir", "init_from", "model", "data", "optim", "trainer", "eval"}
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:

@@ -150,12 +150,31 @@ def test_loss_uses_baseline_before_update():
     assert float(m.baseline.value) == pytest.approx(0.9 * 0.2 + 0.1 * float(losses["reward"]))
 
 
+def test_each_level_keeps_its_own_batchnorm_statistics():
+    m = tnet(levels=2, grid=3, overlap=0.5, locations=2)
+    norm = m._level_norms[0]
+    before = [n.running_mean.clone() for n in norm.norms]
+    m.train()
+    x = torch.rand(2, 1, 240, 200)
+    x[:, :, :, :100] = 0  # make the coarse view and the cells differ in statistics
+    m(x)
+    after = [n.running_mean for n in norm.norms]
+    assert not torch.equal(before[0], after[0]) and not torch.equal(before[1], after[1])
+    assert not torch.allclose(after[0], after[1])
+
+
 def test_timm_backbone_by_name():
     m = create_model("tnet", num_classes=4, backbone="timm/resnet18", in_chans=3, levels=2, grid=3, overlap=0.5,
                      base_resolution=64, locations=2)
     out = m(torch.rand(1, 3, 128, 128))
     assert out.logits.shape == (1, 4)
-    assert not any(isinstance(mod, torch.nn.BatchNorm2d) for mod in m.modules())  # no BN shared across scales
+    # every BatchNorm of the backbone has one copy per level: no statistics shared across scales
+    from foveate.layers import LevelBatchNorm2d
+
+    level_norms = [mod for mod in m.backbone.modules() if isinstance(mod, LevelBatchNorm2d)]
+    assert level_norms and all(len(n.norms) == 2 for n in level_norms)
+    bns = [mod for mod in m.backbone.modules() if isinstance(mod, torch.nn.BatchNorm2d)]
+    assert len(bns) == 2 * len(level_norms)
     with pytest.raises(FoveateError, match="unknown timm model"):
         create_model("tnet", num_classes=4, backbone="timm/not_a_model")
     with pytest.raises(FoveateError, match="unknown backbone"):

@@ -39,9 +39,9 @@ def _groups(channels: int, preferred: int) -> int:
 class TimmBackbone(Backbone):
     """fmap: the last stage of `forward_features`; pooled: its spatial mean.
 
-    norm: "group" (default from scratch) swaps BatchNorm for GroupNorm; "frozen" (default with
-    pretrained weights) freezes BatchNorm statistics; "batch" keeps BatchNorm as is (one set of
-    running statistics shared by every scale: train/eval mismatch, kept only for comparison).
+    norm: "batch" (default from scratch) keeps the model's BatchNorm (multi-scale models such as
+    TNet then give each level its own statistics); "frozen" (default with pretrained weights)
+    freezes BatchNorm statistics; "group" swaps BatchNorm for GroupNorm (no running statistics).
     pretrained: path to a local weights file (no hub downloads).
     """
 
@@ -60,7 +60,7 @@ class TimmBackbone(Backbone):
                                            **extra, **kwargs)
         except (TypeError, RuntimeError) as e:
             raise FoveateError(f"cannot create timm model {model_name!r}: {e}") from None
-        norm = norm or ("frozen" if pretrained else "group")
+        norm = norm or ("frozen" if pretrained else "batch")
         if norm == "group":
             batchnorm_to_groupnorm(self.model)
         elif norm == "frozen":

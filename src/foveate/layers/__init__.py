@@ -1,4 +1,5 @@
 """Small reusable network blocks."""
+from .level_norm import LevelBatchNorm2d, set_level, split_batchnorm_by_level
 from .posenc import sinusoid_encoding
 
-__all__ = ["sinusoid_encoding"]
+__all__ = ["LevelBatchNorm2d", "set_level", "sinusoid_encoding", "split_batchnorm_by_level"]

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from ..backbones import Backbone, create_backbone
 from ..errors import FoveateError
 from ..geometry import Grid, child_boxes, crop_cells
-from ..layers import sinusoid_encoding
+from ..layers import set_level, sinusoid_encoding, split_batchnorm_by_level
 from ..selection import RunningBaseline, reinforce_loss, topk_cells
 from .output import Glimpses, Output
 from .registry import register_model
@@ -102,6 +102,8 @@ class TNet(nn.Module):
 
         self.backbone = backbone if isinstance(backbone, nn.Module) else create_backbone(
             backbone, in_chans=in_chans, **(backbone_kwargs or {}))
+        # One set of BatchNorm statistics per level: no train/eval mismatch across scales.
+        self._level_norms = split_batchnorm_by_level(self.backbone, levels)
         dim = self.backbone.num_features
         self.fuse = nn.Linear(2 * dim, dim)  # [pooled, sinusoid(y, x, level)] -> feature
         self.locator = LocationModule(self.backbone.fmap_channels, dim, loc_hidden)
@@ -145,6 +147,7 @@ class TNet(nn.Module):
         pos = x.new_zeros(b, 3)  # (n_l, 3): (y, x, level)
         feats, logps, trace = [], [], []
         for level in range(self.levels):
+            set_level(self._level_norms, level)
             fmap, pooled = self.backbone(self._view(items))  # (n, C_loc, h, w), (n, D)
             feat = self.fuse(torch.cat([pooled, sinusoid_encoding(pos, pooled.shape[1])], dim=1))
             feats.append(feat.reshape(b, -1, feat.shape[1]))  # (B, n_l / B, D)

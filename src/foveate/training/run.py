@@ -55,9 +55,11 @@ def _trainer(cfg: dict[str, Any], out_dir: Path, **overrides) -> L.Trainer:
         loggers.append(TensorBoardLogger(str(out_dir), name="tb"))
     except ImportError:
         pass
-    callbacks = [
-        ModelCheckpoint(dirpath=str(out_dir / "checkpoints"), filename="best", monitor="val/acc", mode="max",
-                        save_last=True, auto_insert_metric_name=False),
+    ckpt_dir = str(out_dir / "checkpoints")
+    callbacks = [  # best by validation accuracy; last after every validation (resume point)
+        ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/acc", mode="max",
+                        auto_insert_metric_name=False, enable_version_counter=False),
+        ModelCheckpoint(dirpath=ckpt_dir, filename="last", enable_version_counter=False),
     ]
     try:
         return L.Trainer(logger=loggers, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
@@ -72,6 +74,8 @@ def fit(cfg: dict[str, Any], resume: str | None = None) -> dict[str, Any]:
     L.seed_everything(seed, workers=True, verbose=False)
     out_dir = Path(cfg.get("output_dir", "runs/experiment"))
     module = HardAttentionModule(cfg)
+    if cfg.get("init_from"):
+        init_weights(module, cfg["init_from"])
     data = create_datamodule(cfg.get("data", {}), seed)
     trainer = _trainer(cfg, out_dir)
     ckpt_path = None
@@ -83,13 +87,27 @@ def fit(cfg: dict[str, Any], resume: str | None = None) -> dict[str, Any]:
             raise FoveateError(f"{resume}: checkpoint to resume from not found")
         ckpt_path = resume
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
-    cb = trainer.checkpoint_callback
+    last = out_dir / "checkpoints" / "last.ckpt"
+    trainer.save_checkpoint(last)  # also when a time limit stopped training between validations
+    best = trainer.checkpoint_callbacks[0].best_model_path
     return {
         "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
-        "best_checkpoint": cb.best_model_path,
-        "last_checkpoint": cb.last_model_path,
+        "best_checkpoint": best or str(last),
+        "last_checkpoint": str(last),
+        "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
         "output_dir": str(out_dir),
     }
+
+
+def init_weights(module: HardAttentionModule, checkpoint: str) -> None:
+    """Start from another run's weights (e.g. a lower-resolution stage), not its optimiser state."""
+    source = load_checkpoint(checkpoint)
+    try:
+        module.load_state_dict(source.state_dict())
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise FoveateError(f"{checkpoint}: init_from weights do not fit this model ({first[:200]})") from None
 
 
 def test(checkpoint: str, data_overrides: dict[str, Any] | None = None, locations: list | None = None,
