@@ -84,7 +84,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--digits", default=None,
                    help="MNIST IDX directory (default: $FOVEATE_MNIST_DIR or REPO/../shared/data/mnist; "
                         "with --checkpoint: the checkpoint's)")
-    p.add_argument("--minutes", type=float, default=55.0, help="training time budget (trainer.max_time)")
+    p.add_argument("--minutes", type=float, default=38.0, help="time budget of the 1500x1500 stage (trainer.max_time)")
+    p.add_argument("--stage1-config", default=str(REPO / "configs" / "tnet_megapixel_mnist_stage1.yaml"))
+    p.add_argument("--stage1-minutes", type=float, default=20.0,
+                   help="time budget of the 500x500 curriculum stage (0: no curriculum, train from scratch)")
     p.add_argument("--out", default="runs/bench_tnet", help="training output and results directory")
     p.add_argument("--checkpoint", default=None, help="skip training and evaluate this checkpoint")
     p.add_argument("--locations", nargs="+", type=parse_budget, default=[1, 2, 3, 5],
@@ -94,25 +97,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     p.add_argument("--_memory-probe", dest="memory_probe", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.latency_images < 1 or args.threads < 1 or args.minutes <= 0:
-        p.error("--latency-images and --threads must be >= 1 and --minutes > 0")
+    if args.latency_images < 1 or args.threads < 1 or args.minutes <= 0 or args.stage1_minutes < 0:
+        p.error("--latency-images and --threads must be >= 1, --minutes > 0 and --stage1-minutes >= 0")
     return args
 
 
 # -- training -------------------------------------------------------------------------------
-def train(args: argparse.Namespace) -> tuple[str, dict]:
-    """Fit under the time budget; returns the best checkpoint and what training did."""
-    cfg = load_config(args.config, args.set)
-    cfg["data"] = {**cfg.get("data", {}), "digits": str(Path(args.digits or default_digits()).resolve())}
-    cfg["output_dir"] = str(Path(args.out).resolve())
-    cfg["trainer"] = {**cfg.get("trainer", {}), "max_time": {"minutes": args.minutes}}
+def fit_stage(config: str, overrides: list[str], out: Path, minutes: float, digits: str,
+              init_from: str | None) -> tuple[dict, float]:
+    cfg = load_config(config, overrides)
+    cfg["data"] = {**cfg.get("data", {}), "digits": digits}
+    cfg["output_dir"] = str(out.resolve())
+    cfg["init_from"] = init_from
+    cfg["trainer"] = {**cfg.get("trainer", {}), "max_time": {"minutes": minutes}}
     start = time.perf_counter()
     result = fit(cfg)
-    minutes = (time.perf_counter() - start) / 60
+    return result, (time.perf_counter() - start) / 60
+
+
+def train(args: argparse.Namespace) -> tuple[str, dict]:
+    """Fit (optionally after the 500x500 curriculum stage) under the time budgets; returns the best
+    checkpoint and what training did."""
+    digits = str(Path(args.digits or default_digits()).resolve())
+    out = Path(args.out)
+    init_from, stage1_minutes = None, 0.0
+    if args.stage1_minutes > 0:
+        stage1, stage1_minutes = fit_stage(args.stage1_config, args.set, out / "stage1", args.stage1_minutes,
+                                           digits, None)
+        init_from = stage1["last_checkpoint"]
+    result, minutes = fit_stage(args.config, args.set, out, args.minutes, digits, init_from)
     checkpoint = result["best_checkpoint"] or result["last_checkpoint"]
     if not checkpoint:
         raise FoveateError("training saved no checkpoint (time budget too short for one validation?)")
-    return checkpoint, {"config": args.config, "minutes": round(minutes, 2)}
+    return checkpoint, {"config": args.config, "minutes": round(minutes + stage1_minutes, 2),
+                        "stage1_config": args.stage1_config if args.stage1_minutes > 0 else None,
+                        "stage1_minutes": round(stage1_minutes, 2)}
 
 
 def progress(checkpoint: str, data_cfg: dict) -> dict:
@@ -331,6 +350,8 @@ def header(checkpoint: str, cfg: dict, model, training: dict | None, rows: list[
 def training_line(head: dict) -> str:
     t, e = head["training"], head["evaluated_checkpoint"]
     fitted = f"{t['minutes']:.1f} min wall clock in fit()" if t else "not run here (--checkpoint)"
+    if t and t.get("stage1_config"):
+        fitted += f" (of which {t['stage1_minutes']:.1f} min on the 500x500 curriculum stage)"
     return (f"{fitted}; evaluated checkpoint after {e['epochs_done']:.2f} epochs, {e['global_step']} steps "
             f"(epoch index {e['epoch']})")
 
