@@ -6,7 +6,7 @@ Layout (every section optional except model):
     init_from: CHECKPOINT                              # start from these weights (curriculum stages)
     model:   {name: tnet, num_classes: 10, ...}        # kwargs of create_model
     data:    {name: megapixel_mnist, ...}              # kwargs of the data module
-    optim:   {lr: 1e-3, weight_decay: 0, lr_drop_at: 0.8, lr_drop_factor: 0.1}
+    optim:   {lr: 0.001, weight_decay: 0, lr_drop_at: 0.8, lr_drop_factor: 0.1, precise_bn_batches: 20}
     trainer: {max_epochs: 10, accelerator: cpu, devices: 1, ...}   # lightning.Trainer kwargs
     eval:    {locations: [1, 2, 3, 5]}                 # budgets `foveate test` reports
 """
@@ -73,7 +73,7 @@ def validate(cfg: Any, source: str) -> dict[str, Any]:
     if "seed" in cfg and not isinstance(cfg["seed"], int):
         raise FoveateError(f"{source}: seed must be an integer, got {cfg['seed']!r}")
     optim = cfg.get("optim", {})
-    for key in ("lr", "weight_decay", "lr_drop_at", "lr_drop_factor"):
+    for key in ("lr", "weight_decay", "lr_drop_at", "lr_drop_factor", "precise_bn_batches"):
         if key in optim and (not isinstance(optim[key], (int, float)) or optim[key] < 0):
             raise FoveateError(f"{source}: optim.{key} must be a non-negative number, got {optim[key]!r}")
     return cfg

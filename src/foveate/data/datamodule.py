@@ -18,15 +18,18 @@ class MegapixelMNISTDataModule(L.LightningDataModule):
     """Train/val/test Megapixel MNIST splits over disjoint digit pools, rendered lazily.
 
     digits: an MNIST IDX directory (see `load_digits`) or None for the built-in digits.
+    n_noise: scribble patches per canvas (50 defines the benchmark; fewer makes an easier task).
     pin_memory: None pins only when CUDA is available.
     """
 
     def __init__(self, digits: str | None = None, canvas_size: int | list[int] = 1500, n_train: int = 5000,
                  n_val: int = 500, n_test: int = 1000, profile: str = "ats", label: str = "majority",
-                 seed: int = 0, batch_size: int = 8, num_workers: int = 0, pin_memory: bool | None = None) -> None:
+                 n_noise: int = 50, seed: int = 0, batch_size: int = 8, num_workers: int = 0,
+                 pin_memory: bool | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.config = MegapixelConfig(canvas_size=canvas_size, profile=profile, label=label, seed=seed)
+        self.config = MegapixelConfig(canvas_size=canvas_size, profile=profile, label=label, seed=seed,
+                                      n_noise=n_noise, n_patterns=n_noise if profile == "ips" else 50)
         for name, value in (("batch_size", batch_size), ("num_workers", num_workers), ("n_train", n_train),
                             ("n_val", n_val), ("n_test", n_test)):
             if not isinstance(value, int) or isinstance(value, bool) or value < (1 if name == "batch_size" else 0):

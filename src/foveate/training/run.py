@@ -15,6 +15,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ..errors import FoveateError
 from ..fileio import atomic_write_bytes
+from .callbacks import PreciseBatchNorm
 from .checkpoint import load_checkpoint
 from .module import HardAttentionModule
 
@@ -60,6 +61,7 @@ def _trainer(cfg: dict[str, Any], out_dir: Path, **overrides) -> L.Trainer:
         ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/acc", mode="max",
                         auto_insert_metric_name=False, enable_version_counter=False),
         ModelCheckpoint(dirpath=ckpt_dir, filename="last", enable_version_counter=False),
+        PreciseBatchNorm(int(cfg.get("optim", {}).get("precise_bn_batches", 20))),
     ]
     try:
         return L.Trainer(logger=loggers, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
@@ -88,6 +90,9 @@ def fit(cfg: dict[str, Any], resume: str | None = None) -> dict[str, Any]:
         ckpt_path = resume
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     last = out_dir / "checkpoints" / "last.ckpt"
+    for cb in trainer.callbacks:
+        if isinstance(cb, PreciseBatchNorm):
+            cb.calibrate(trainer, module)
     trainer.save_checkpoint(last)  # also when a time limit stopped training between validations
     best = trainer.checkpoint_callbacks[0].best_model_path
     return {
