@@ -2,13 +2,12 @@
 `create_backbone("timm/resnet18")`."""
 from __future__ import annotations
 
-from typing import Callable
-
 from torch import Tensor, nn
 
-from ..errors import FoveateError
+from ..registry import Registry
 
-_REGISTRY: dict[str, Callable[..., "Backbone"]] = {}
+BACKBONES = Registry("backbone")
+register_backbone = BACKBONES.register
 
 
 class Backbone(nn.Module):
@@ -33,16 +32,8 @@ class Backbone(nn.Module):
         return fmap, self.forward_head(fmap)
 
 
-def register_backbone(name: str):
-    def wrap(fn):
-        _REGISTRY[name] = fn
-        return fn
-
-    return wrap
-
-
 def list_backbones() -> list[str]:
-    return sorted(_REGISTRY) + ["timm/<any timm model name>"]
+    return BACKBONES.names() + ["timm/<any timm model name>"]
 
 
 def create_backbone(name: str, in_chans: int = 3, **kwargs) -> Backbone:
@@ -50,9 +41,4 @@ def create_backbone(name: str, in_chans: int = 3, **kwargs) -> Backbone:
         from .timm_backbone import TimmBackbone
 
         return TimmBackbone(name[len("timm/"):], in_chans=in_chans, **kwargs)
-    if name not in _REGISTRY:
-        raise FoveateError(f"unknown backbone {name!r}; known: {', '.join(list_backbones())}")
-    try:
-        return _REGISTRY[name](in_chans=in_chans, **kwargs)
-    except TypeError as e:
-        raise FoveateError(f"bad arguments for backbone {name!r}: {e}") from None
+    return BACKBONES.create(name, in_chans=in_chans, **kwargs)
