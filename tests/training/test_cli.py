@@ -3,8 +3,10 @@ import csv
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from foveate.cli import main
 
@@ -34,16 +36,25 @@ def test_data_then_predict_with_explain(trained, tmp_path, capsys):
     rows = list(csv.DictReader(open(data / "labels.csv")))
     assert len(rows) == 3
     (data / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")  # a file that cannot be read
+    Image.new("L", (30, 30)).save(data / "tiny.png")  # smaller than the base resolution (48)
+    Image.new("RGBA", (200, 200), (9, 9, 9, 0)).save(data / "transparent.png")
+    wide = np.random.default_rng(0).integers(0, 65535, (200, 260), dtype=np.uint16)
+    Image.fromarray(wide).save(data / "deep16.png")  # 16-bit: read correctly, predicted
     preds, explain = tmp_path / "preds.csv", tmp_path / "explain"
     code = main(["predict", "--checkpoint", str(run / "checkpoints" / "last.ckpt"), "--input", str(data),
                  "--output", str(preds), "--locations", "3", "--explain", str(explain)])
-    err = capsys.readouterr().err
-    assert code == 1  # one file failed, the others were still predicted
-    assert "broken.png" in err and len(err.strip().splitlines()) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1  # three files failed, the others were still predicted
+    assert len(err) == 3
+    for name, problem in [("broken.png", ""), ("tiny.png", "smaller than the model's base resolution 48"),
+                          ("transparent.png", "transparency")]:
+        assert any(name in line and problem in line for line in err), (name, err)
     out = {r["path"].split("/")[-1]: r for r in csv.DictReader(open(preds))}
-    assert set(out) == {"000000.png", "000001.png", "000002.png", "broken.png"}
-    assert out["broken.png"]["error"] and not out["broken.png"]["predicted"]
-    for name in ("000000.png", "000001.png", "000002.png"):
+    assert set(out) == {"000000.png", "000001.png", "000002.png", "broken.png", "tiny.png", "transparent.png",
+                        "deep16.png"}
+    for name in ("broken.png", "tiny.png", "transparent.png"):
+        assert out[name]["error"] and not out[name]["predicted"]
+    for name in ("000000.png", "000001.png", "000002.png", "deep16.png"):
         assert 0 <= int(out[name]["predicted"]) <= 9 and len(out[name]["top5"].split()) == 5
         assert (explain / name).is_file()
 
