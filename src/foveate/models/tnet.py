@@ -96,7 +96,7 @@ class TNet(nn.Module):
         self.num_classes, self.in_chans, self.levels = num_classes, in_chans, levels
         self.grid_cells = [int(g) for g in _per_level(grid, levels, "grid")]
         self.overlap = [float(o) for o in _per_level(overlap, levels, "overlap")]
-        self.default_locations = self._budget(locations)
+        self.default_locations = self.budget(locations)
         self.base_resolution, self.antialias = base_resolution, antialias
         self.a, self.b, self.lam = ce_weight, policy_image_weight, policy_weight
 
@@ -112,7 +112,8 @@ class TNet(nn.Module):
         self.baseline = RunningBaseline(0.5, baseline_momentum)
 
     # -- geometry -------------------------------------------------------------------------
-    def _budget(self, locations) -> list[int]:
+    def budget(self, locations) -> list[int]:
+        """k per selection step for `locations` (int: every step); errors for impossible budgets."""
         ks = [int(k) for k in _per_level(locations, self.levels, "locations")]
         for step, (k, g) in enumerate(zip(ks, self.grid_cells), start=1):
             if not 1 <= k <= g * g:
@@ -133,7 +134,7 @@ class TNet(nn.Module):
     # -- forward --------------------------------------------------------------------------
     def forward(self, x: Tensor, locations: int | Sequence[int] | None = None) -> Output:
         """x: (B, C, H, W) in [0, 1], full resolution. locations: k per step (default: as built)."""
-        ks = self.default_locations if locations is None else self._budget(locations)
+        ks = self.default_locations if locations is None else self.budget(locations)
         b, c, height, width = x.shape
         if c != self.in_chans:
             raise FoveateError(f"model expects {self.in_chans}-channel images, got {c} channels")

@@ -121,6 +121,10 @@ def test(checkpoint: str, data_overrides: dict[str, Any] | None = None, location
     cfg = module.config
     if locations is not None:
         module.test_budgets = list(locations)
+    if hasattr(module.model, "budget"):  # impossible budgets fail here, not mid-way through testing
+        for k in module.test_budgets:
+            if k is not None:
+                module.model.budget(k)
     data_cfg = dict(cfg.get("data", {}))
     data_cfg.update(data_overrides or {})
     data = create_datamodule(data_cfg, int(cfg.get("seed", 0)))
