@@ -134,6 +134,13 @@ def test_any_budget_at_inference_and_clear_errors():
         m(torch.rand(1, 3, 240, 200))
 
 
+def test_multi_label_targets_are_refused():
+    m = tnet()
+    out = m(torch.rand(2, 1, 240, 200))
+    with pytest.raises(FoveateError, match="multi-label"):
+        m.loss(out, torch.zeros(2, 10))
+
+
 def test_loss_uses_baseline_before_update():
     m = tnet()
     m.baseline.value.fill_(0.2)

@@ -180,6 +180,9 @@ class TNet(nn.Module):
         The policy rewards are top-1 correctness against the running baseline (the value before
         this step's update); `update_baseline` must be called afterwards with `reward`.
         """
+        if target.dtype.is_floating_point or target.ndim != 1:
+            raise FoveateError("TNet trains on one class index per image; multi-label targets (label: multi) "
+                               "are not supported")
         bsz, n, k = out.aux_logits.shape
         ce = F.cross_entropy(out.logits, target)
         feature_ce = F.cross_entropy(out.aux_logits.reshape(bsz * n, k), target.repeat_interleave(n))
