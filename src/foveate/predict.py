@@ -52,10 +52,11 @@ class Predictor:
         if not isinstance(image, Tensor):
             from PIL import Image
 
-            if isinstance(image, Image.Image):
-                array = np.asarray(image.convert("L" if self.in_chans == 1 else "RGB"))
-            else:
-                array = np.asarray(image)
+            if isinstance(image, Image.Image):  # same mode handling as files (16-bit scaled, not clipped)
+                from .sources import pil_to_tensor
+
+                return pil_to_tensor(image, self.in_chans)
+            array = np.asarray(image)
             tensor = torch.from_numpy(np.ascontiguousarray(array))
             if tensor.dtype == torch.uint8:
                 tensor = tensor.float() / 255.0

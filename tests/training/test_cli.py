@@ -70,6 +70,9 @@ def test_python_api_predicts_with_trace(trained, tmp_path):
     assert int(level.chosen.sum()) == 4
     boxes, probs = level.chosen_boxes(0)
     assert boxes.shape == (4, 4) and (boxes[:, 2] > boxes[:, 0]).all()
+    # a 16-bit PIL image is scaled like a 16-bit file, not clipped to 255
+    deep = Image.fromarray(np.full((200, 200), 30000, dtype=np.uint16))
+    assert torch.allclose(predictor.as_tensor(deep), torch.full((1, 200, 200), 30000 / 65535))
 
 
 def test_resume_continues_from_last_checkpoint(trained, tmp_path):

@@ -1,4 +1,4 @@
 """Where images come from: files on disk, loaded as float tensors."""
-from .image import image_files, load_image
+from .image import image_files, load_image, pil_to_tensor
 
-__all__ = ["image_files", "load_image"]
+__all__ = ["image_files", "load_image", "pil_to_tensor"]

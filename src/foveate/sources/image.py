@@ -183,7 +183,15 @@ def load_image(path: str | os.PathLike[str], channels: int, *, allow_large: bool
     path = Path(path)
     if channels not in (1, 3):
         raise _error(path, f"channels must be 1 or 3, got {channels}")
-    img = _decode(path, allow_large)
+    return pil_to_tensor(_decode(path, allow_large), channels, path)
+
+
+def pil_to_tensor(img: Image.Image, channels: int, name: str | os.PathLike[str] = "<image>") -> Tensor:
+    """A decoded Pillow image -> float32 (channels, H, W) in [0, 1], with the mode handling of
+    `load_image` (16-bit is scaled, not clipped; transparency is an error). `name` labels errors."""
+    path = Path(name)
+    if channels not in (1, 3):
+        raise _error(path, f"channels must be 1 or 3, got {channels}")
     try:
         arr, white = _pixels(img, path)
         return _to_tensor(arr, white, channels)
