@@ -57,16 +57,23 @@ class Predictor:
 
                 return pil_to_tensor(image, self.in_chans)
             array = np.asarray(image)
-            tensor = torch.from_numpy(np.ascontiguousarray(array))
-            if tensor.dtype == torch.uint8:
-                tensor = tensor.float() / 255.0
+            white = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(array.dtype)
+            if white is None and not np.issubdtype(array.dtype, np.floating):
+                raise FoveateError(f"array of dtype {array.dtype}: use uint8, uint16 or floats in [0, 1]")
+            tensor = torch.from_numpy(np.ascontiguousarray(array)).float()
+            if white is not None:
+                tensor = tensor / white
             image = tensor.permute(2, 0, 1) if tensor.ndim == 3 else tensor[None]
         if image.ndim == 2:
             image = image[None]
         if image.ndim != 3 or image.shape[0] != self.in_chans:
             raise FoveateError(f"image tensor of shape {tuple(image.shape)} does not match the model's "
                                f"{self.in_chans}-channel (C, H, W) input")
-        return image.float()
+        image = image.float()
+        if image.numel() and (image.min() < 0 or image.max() > 1):
+            raise FoveateError(f"image values range over [{float(image.min()):g}, {float(image.max()):g}]; "
+                               "the model expects [0, 1]")
+        return image
 
     @torch.no_grad()
     def predict(self, image, locations=None) -> Prediction:

@@ -73,6 +73,11 @@ def test_python_api_predicts_with_trace(trained, tmp_path):
     # a 16-bit PIL image is scaled like a 16-bit file, not clipped to 255
     deep = Image.fromarray(np.full((200, 200), 30000, dtype=np.uint16))
     assert torch.allclose(predictor.as_tensor(deep), torch.full((1, 200, 200), 30000 / 65535))
+    assert torch.allclose(predictor.as_tensor(np.full((50, 60), 65535, dtype=np.uint16)), torch.ones(1, 50, 60))
+    with pytest.raises(foveate.FoveateError, match="expects \\[0, 1\\]"):
+        predictor.as_tensor(torch.full((1, 50, 60), 255.0))
+    with pytest.raises(foveate.FoveateError, match="dtype int64"):
+        predictor.as_tensor(np.zeros((50, 60), dtype=np.int64))
 
 
 def test_resume_continues_from_last_checkpoint(trained, tmp_path):
