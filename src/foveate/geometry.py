@@ -49,6 +49,16 @@ def axis_geometry(size: int, cells: int, overlap: float) -> Axis:
     return Axis(size, cells, patch, stride, before, extra - before)
 
 
+def tile_axis(size: int, patch: int, stride: int) -> Axis:
+    if patch < 1 or stride < 1:
+        raise FoveateError(f"patch size and stride must be >= 1 px, got {patch} and {stride}")
+    if patch > size:
+        raise FoveateError(f"patch size {patch} px is larger than the image side {size} px")
+    cells = math.ceil((size - patch) / stride) + 1
+    extra = (cells - 1) * stride + patch - size
+    return Axis(size, cells, patch, stride, extra // 2, extra - extra // 2)
+
+
 @dataclass(frozen=True)
 class Grid:
     """A g_h x g_w grid of cells over an (H, W) crop. Cell index c = i * g_w + j."""
@@ -60,6 +70,11 @@ class Grid:
     def over(cls, height: int, width: int, cells: int, overlap: float) -> "Grid":
         return cls(axis_geometry(height, cells, overlap), axis_geometry(width, cells, overlap))
 
+    @classmethod
+    def tiles(cls, height: int, width: int, patch: int, stride: int | None = None) -> "Grid":
+        """P x P tiles every `stride` px (default P) covering the image; padded evenly at both ends."""
+        return cls(tile_axis(height, patch, stride or patch), tile_axis(width, patch, stride or patch))
+
     @property
     def num_cells(self) -> int:
         return self.h.cells * self.w.cells
@@ -68,6 +83,11 @@ class Grid:
     def cell_size(self) -> tuple[int, int]:
         return self.h.patch, self.w.patch
 
+    def cell_corners(self, idx: Tensor) -> tuple[Tensor, Tensor]:
+        """(top, left) pixel corners of cells `idx` (any shape, i * g_w + j), in crop pixels."""
+        i, j = idx // self.w.cells, idx % self.w.cells
+        return i * self.h.stride - self.h.pad_before, j * self.w.stride - self.w.pad_before
+
     def cell_boxes(self, device: torch.device | None = None) -> Tensor:
         """(g_h * g_w, 4) float boxes (x1, y1, x2, y2) of every cell, in crop pixels."""
         ys = torch.tensor(self.h.starts(), dtype=torch.float32, device=device)
@@ -75,6 +95,38 @@ class Grid:
         y1, x1 = torch.meshgrid(ys, xs, indexing="ij")
         y1, x1 = y1.reshape(-1), x1.reshape(-1)
         return torch.stack([x1, y1, x1 + self.w.patch, y1 + self.h.patch], dim=-1)
+
+
+def patch_view(x: Tensor, size: tuple[int, int], pad: tuple[int, int]) -> Tensor:
+    """Every P_h x P_w window of the zero-padded image, as a view: nothing is copied but the padding.
+
+    x: (B, C, H, W); pad: (pad_h, pad_w) zeros added on every side.
+    returns (B, C, H + 2 pad_h - P_h + 1, W + 2 pad_w - P_w + 1, P_h, P_w); window (y, x) starts at
+    image pixel (y - pad_h, x - pad_w). Build it once per image, then `take_patches` many times.
+    """
+    (ph, pw), (dh, dw) = size, pad
+    if dh or dw:
+        x = F.pad(x, (dw, dw, dh, dh))
+    return x.unfold(2, ph, 1).unfold(3, pw, 1)
+
+
+def take_patches(view: Tensor, top: Tensor, left: Tensor, pad: tuple[int, int]) -> Tensor:
+    """Copy out the chosen windows of a `patch_view`.
+
+    top, left: (B, k) long, window corners in image pixels (may be negative: zero-filled, as
+    long as they stay within the padding). returns (B * k, C, P_h, P_w), item-major.
+    """
+    b, k = top.shape
+    item = torch.arange(b, device=view.device).repeat_interleave(k)
+    return view[item, :, top.reshape(-1) + pad[0], left.reshape(-1) + pad[1]]
+
+
+def crop_patches(x: Tensor, top: Tensor, left: Tensor, size: tuple[int, int]) -> Tensor:
+    """P_h x P_w crops at any corners (B, k) of x (B, C, H, W); pixels outside the image are zero.
+
+    returns (B * k, C, P_h, P_w). Corners must lie within one patch of the image.
+    """
+    return take_patches(patch_view(x, size, size), top, left, size)
 
 
 def crop_cells(x: Tensor, grid: Grid, idx: Tensor) -> Tensor:
@@ -87,15 +139,9 @@ def crop_cells(x: Tensor, grid: Grid, idx: Tensor) -> Tensor:
     n, c, height, width = x.shape
     if (height, width) != (grid.h.size, grid.w.size):
         raise FoveateError(f"crop is {height}x{width} but the grid was built for {grid.h.size}x{grid.w.size}")
-    h, w = grid.h, grid.w
-    # Negative pads (a single centred cell) crop instead of padding.
-    x = F.pad(x, (w.pad_before, w.pad_after, h.pad_before, h.pad_after))
-    view = x.unfold(2, h.patch, h.stride).unfold(3, w.patch, w.stride)  # (n, C, g_h, g_w, P_h, P_w)
-    k = idx.shape[1]
-    item = torch.arange(n, device=x.device).repeat_interleave(k)
-    flat = idx.reshape(-1)
-    cells = view[item, :, flat // w.cells, flat % w.cells]  # (n*k, C, P_h, P_w): copies k cells only
-    return cells
+    top, left = grid.cell_corners(idx)
+    pad = (max(0, grid.h.pad_before, grid.h.pad_after), max(0, grid.w.pad_before, grid.w.pad_after))
+    return take_patches(patch_view(x, grid.cell_size, pad), top, left, pad)
 
 
 def child_boxes(parent: Tensor, grid: Grid, idx: Tensor | None = None) -> Tensor:

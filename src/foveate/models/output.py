@@ -15,12 +15,15 @@ class Glimpses:
             (half-open; may reach outside the image where the grid is padded).
     probs:  (B, C) the selection probability of each candidate.
     chosen: (B, C) bool, True where the region was read at the next level.
+    heatmap: optional (B, h, w) attention over the whole image (row-major cells spanning it
+            evenly), for models whose candidates are too many to list (ATS, IPS).
     """
 
     level: int
     boxes: Tensor
     probs: Tensor
     chosen: Tensor
+    heatmap: Tensor | None = None
 
     def chosen_boxes(self, b: int) -> tuple[Tensor, Tensor]:
         """Boxes (k, 4) and probabilities (k,) of the regions read for image `b`."""
