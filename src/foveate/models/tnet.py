@@ -19,6 +19,7 @@ from ..errors import FoveateError
 from ..geometry import Grid, child_boxes, crop_cells
 from ..layers import set_level, sinusoid_encoding, split_batchnorm_by_level
 from ..selection import RunningBaseline, reinforce_loss, topk_cells
+from .common import check_image, class_targets, downsample, network_range
 from .output import Glimpses, Output
 from .registry import register_model
 
@@ -127,20 +128,14 @@ class TNet(nn.Module):
     def _view(self, items: Tensor) -> Tensor:
         """Resize to r x r and map [0, 1] pixels to [-1, 1]."""
         r = self.base_resolution
-        if items.shape[-2:] != (r, r):
-            items = F.interpolate(items, size=(r, r), mode="bilinear", antialias=self.antialias, align_corners=False)
-        return items * 2.0 - 1.0
+        return network_range(downsample(items, (r, r), self.antialias))
 
     # -- forward --------------------------------------------------------------------------
     def forward(self, x: Tensor, locations: int | Sequence[int] | None = None) -> Output:
         """x: (B, C, H, W) in [0, 1], full resolution. locations: k per step (default: as built)."""
         ks = self.default_locations if locations is None else self.budget(locations)
-        b, c, height, width = x.shape
-        if c != self.in_chans:
-            raise FoveateError(f"model expects {self.in_chans}-channel images, got {c} channels")
-        if min(height, width) < self.base_resolution:
-            raise FoveateError(f"image is {width}x{height} px, smaller than the model's base resolution "
-                               f"{self.base_resolution}")
+        b = x.shape[0]
+        height, width = check_image(x, self.in_chans, self.base_resolution, "the model's base resolution")
         grids = self.grids(height, width)
 
         items = x  # (n_l, C, h_l, w_l), n_1 = B
@@ -180,9 +175,7 @@ class TNet(nn.Module):
         The policy rewards are top-1 correctness against the running baseline (the value before
         this step's update); `update_baseline` must be called afterwards with `reward`.
         """
-        if target.dtype.is_floating_point or target.ndim != 1:
-            raise FoveateError("TNet trains on one class index per image; multi-label targets (label: multi) "
-                               "are not supported")
+        target = class_targets(target, "TNet")
         bsz, n, k = out.aux_logits.shape
         ce = F.cross_entropy(out.logits, target)
         feature_ce = F.cross_entropy(out.aux_logits.reshape(bsz * n, k), target.repeat_interleave(n))
