@@ -159,3 +159,17 @@ def child_boxes(parent: Tensor, grid: Grid, idx: Tensor | None = None) -> Tensor
         cells = cells.unsqueeze(0).expand(parent.shape[0], -1, -1)
     offset = parent[:, None, :2].repeat(1, 1, 2)  # (n, 1, 4): (x1, y1, x1, y1)
     return cells + offset
+
+
+def projected_corners(cells: int, low: int, high: int, patch: int, receptive_field: int = 0) -> list[int]:
+    """Full-resolution patch corners for the cells of an attention map over a low-resolution view
+    (one axis): the P-px patch centred on the full-resolution projection of each cell centre.
+
+    cells: G, attention-map size; low, high: the axis in the low-res view and the full image;
+    receptive_field: of the attention net in low-res px (0 when its map is pixel-aligned).
+    start(i) = round((rf/2) rho + i step + step/2 - P/2), step = (low - rf) rho / G, rho = high / low.
+    Corners may be negative or run past the image: those pixels read as zero.
+    """
+    rho = high / low
+    step = (low - receptive_field) * rho / cells
+    return [round(receptive_field / 2 * rho + i * step + step / 2 - patch / 2) for i in range(cells)]

@@ -46,7 +46,7 @@ def test_data_then_predict_with_explain(trained, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1  # three files failed, the others were still predicted
     assert len(err) == 3
-    for name, problem in [("broken.png", ""), ("tiny.png", "smaller than the model's base resolution 48"),
+    for name, problem in [("broken.png", ""), ("tiny.png", "smaller than the model's base resolution (48 px)"),
                           ("transparent.png", "transparency")]:
         assert any(name in line and problem in line for line in err), (name, err)
     out = {r["path"].split("/")[-1]: r for r in csv.DictReader(open(preds))}
