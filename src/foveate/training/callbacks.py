@@ -1,9 +1,11 @@
 """Lightning callbacks."""
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import lightning as L
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 
 class PreciseBatchNorm(L.Callback):
@@ -22,22 +24,32 @@ class PreciseBatchNorm(L.Callback):
         if not trainer.sanity_checking:
             self.calibrate(trainer, pl_module)
 
-    @torch.no_grad()
     def calibrate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        norms = [m for m in pl_module.modules()
-                 if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-        if not norms or self.batches < 1 or trainer.datamodule is None:
+        if self.batches < 1 or trainer.datamodule is None:
             return
-        momenta = [m.momentum for m in norms]
-        was_training = pl_module.training
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the calibration batches
-        pl_module.train()
-        for i, (x, _) in enumerate(trainer.datamodule.train_dataloader()):
-            if i == self.batches:
+        inputs = (x.to(pl_module.device) for x, _ in trainer.datamodule.train_dataloader())
+        recalibrate_batchnorm(pl_module, inputs, self.batches)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, inputs: Iterable[Tensor], batches: int) -> None:
+    """Replace every BatchNorm's running statistics by their average over `batches` train-mode
+    forwards of `inputs` (the weights stay as they are)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    was_training = model.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    try:
+        for i, x in enumerate(inputs):
+            if i == batches:
                 break
-            pl_module(x.to(pl_module.device))
+            model(x)
+    finally:
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
-        pl_module.train(was_training)
+        model.train(was_training)
