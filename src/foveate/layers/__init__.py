@@ -1,5 +1,6 @@
 """Small reusable network blocks."""
+from .attention import CrossAttentionPool
 from .level_norm import LevelBatchNorm2d, set_level, split_batchnorm_by_level
 from .posenc import sinusoid_encoding
 
-__all__ = ["LevelBatchNorm2d", "set_level", "sinusoid_encoding", "split_batchnorm_by_level"]
+__all__ = ["CrossAttentionPool", "LevelBatchNorm2d", "set_level", "sinusoid_encoding", "split_batchnorm_by_level"]
