@@ -34,15 +34,32 @@ class PreciseBatchNorm(L.Callback):
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, inputs: Iterable[Tensor], batches: int) -> None:
     """Replace every BatchNorm's running statistics by their average over `batches` train-mode
-    forwards of `inputs` (the weights stay as they are)."""
+    forwards of `inputs` (the weights stay as they are).
+
+    The running statistics stay untouched until the end: the batch statistics are collected by
+    hooks while each BatchNorm runs with momentum 0. Models that use running statistics inside
+    a train-mode forward (IPS scores patches in eval mode to choose what to train on) therefore
+    see the old statistics throughout, instead of reset or half-accumulated ones.
+    """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not norms:
         return
+    sums: dict[nn.Module, list] = {m: [0, 0.0, 0.0] for m in norms}  # batches, sum of means, sum of vars
+
+    def collect(module: nn.Module, args: tuple) -> None:
+        if module.training:
+            x = args[0].detach()
+            dims = [d for d in range(x.dim()) if d != 1]
+            entry = sums[module]
+            entry[0] += 1
+            entry[1] = entry[1] + x.mean(dim=dims).float()
+            entry[2] = entry[2] + x.var(dim=dims, unbiased=True).float()
+
     momenta = [m.momentum for m in norms]
+    hooks = [m.register_forward_pre_hook(collect) for m in norms]
     was_training = model.training
     for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the calibration batches
+        m.momentum = 0.0  # train-mode forwards leave the running statistics as they are
     model.train()
     try:
         for i, x in enumerate(inputs):
@@ -50,6 +67,12 @@ def recalibrate_batchnorm(model: nn.Module, inputs: Iterable[Tensor], batches: i
                 break
             model(x)
     finally:
+        for h in hooks:
+            h.remove()
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
         model.train(was_training)
+    for m, (count, mean, var) in sums.items():
+        if count:  # a BatchNorm no forward reached keeps its statistics
+            m.running_mean.copy_(mean / count)
+            m.running_var.copy_(var / count)
