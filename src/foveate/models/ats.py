@@ -88,8 +88,6 @@ class ATS(nn.Module):
             backbone, in_chans=in_chans, **(backbone_kwargs or {}))
         self.head = nn.Linear(self.features.num_features, num_classes)
 
-    downsamples = True  # computes its own low-resolution view
-
     def budget(self, locations) -> int:
         if isinstance(locations, bool) or not isinstance(locations, int) or locations < 1:
             raise FoveateError(f"locations (patches per image) must be a positive integer, got {locations!r}")

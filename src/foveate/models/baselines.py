@@ -39,8 +39,8 @@ class WholeImageCNN(nn.Module):
 
     def budget(self, locations) -> None:
         if locations is not None:
-            raise FoveateError(f"{self.name} reads the whole image; it takes no locations budget "
-                               f"(got {locations!r})")
+            raise FoveateError(f"{self.name} classifies the whole image without selecting regions; it takes "
+                               f"no locations budget (got {locations!r})")
 
     def view_size(self, height: int, width: int) -> tuple[int, int]:
         return max(1, round(height * self.scale)), max(1, round(width * self.scale))
@@ -79,7 +79,6 @@ class LowResCNN(WholeImageCNN):
 
     name = "lowres_cnn"
     reads_full_image = False  # only the downsampled view (from a pyramid level it would cost no full-res reads)
-    downsamples = True
 
     def __init__(self, num_classes: int, scale: float = 0.12, **kwargs) -> None:
         super().__init__(num_classes, scale=scale, **kwargs)
