@@ -62,6 +62,9 @@ REPO = Path(__file__).resolve().parents[1]
 MODELS = ["tnet", "ats", "ips", "lowres_cnn", "fullres_cnn"]
 DEFAULT_MINUTES = {"tnet": 38.0, "ats": 20.0, "ips": 20.0, "lowres_cnn": 10.0, "fullres_cnn": 15.0}
 DEFAULT_STAGE1_MINUTES = 20.0
+# The same checkpoint measured once more with these model attributes (rows named MODEL-SUFFIX):
+# ATS samples at inference as the reference does; top-k takes the N most attended positions.
+VARIANTS = {"ats": [("topk", {"eval_mode": "topk"})]}
 
 
 # -- arguments ------------------------------------------------------------------------------
@@ -252,12 +255,14 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> str:
         step = steps[model]
         if "checkpoint" in step:
             entries.append(Entry(model, step["checkpoint"], step["budgets"]))
-            continue
-        log(f"training {model} (main stage: {step['minutes']:g} min"
-            + (f", after {step['stage1_minutes']:g} min on {_shown(step['stage1_config'])}" if step["stage1_config"]
-               else "") + ")")
-        checkpoint, training = train(model, step, out / model, digits, args.threads)
-        entries.append(Entry(model, checkpoint, step["budgets"], training))
+        else:
+            log(f"training {model} (main stage: {step['minutes']:g} min"
+                + (f", after {step['stage1_minutes']:g} min on {_shown(step['stage1_config'])}" if step["stage1_config"]
+                   else "") + ")")
+            checkpoint, training = train(model, step, out / model, digits, args.threads)
+            entries.append(Entry(model, checkpoint, step["budgets"], training))
+        for suffix, attrs in VARIANTS.get(model, []):
+            entries.append(Entry(f"{model}-{suffix}", entries[-1].checkpoint, step["budgets"], model_attrs=attrs))
     settings = Settings(latency_images=args.latency_images, batch_sizes=(1, args.batch) if args.batch > 1 else (1,),
                         threads=args.threads, eval_batch_size=args.eval_batch)
     results = run_benchmark(entries, data, settings, seed, log)

@@ -45,12 +45,25 @@ class Entry:
     training: what training did, for the header: {"minutes": wall clock in fit(), "steps": optimizer
         steps, "stages": [{"config", "minutes", "steps"}, ...]} (optional keys); None: not trained
         in this run.
+    model_attrs: attributes set on the loaded model, to measure one checkpoint several ways
+        (e.g. {"eval_mode": "topk"} for ATS).
     """
 
     name: str
     checkpoint: str
     budgets: list[Budget] | None = None
     training: dict[str, Any] | None = None
+    model_attrs: dict[str, Any] | None = None
+
+
+def load_entry(checkpoint: str | Path, model_attrs: dict[str, Any] | None = None):
+    """The LightningModule of `checkpoint`, with `model_attrs` set on its model."""
+    module = load_checkpoint(checkpoint)
+    for key, value in (model_attrs or {}).items():
+        if not hasattr(module.model, key):
+            raise FoveateError(f"{checkpoint}: model {type(module.model).__name__} has no attribute {key!r}")
+        setattr(module.model, key, value)
+    return module
 
 
 @dataclass
@@ -166,7 +179,7 @@ def run_benchmark(entries: Sequence[Entry], data: dict[str, Any], settings: Sett
     if not entries or len(set(names)) != len(names):
         raise FoveateError(f"benchmark entries need unique names, got {names}")
     prepare_inference(settings.threads)
-    modules = {e.name: load_checkpoint(e.checkpoint) for e in entries}
+    modules = {e.name: load_entry(e.checkpoint, e.model_attrs) for e in entries}
     budgets: dict[str, list[Budget]] = {}
     for e in entries:
         config = modules[e.name].config
@@ -196,7 +209,8 @@ def run_benchmark(entries: Sequence[Entry], data: dict[str, Any], settings: Sett
             memory = None
             if settings.memory:
                 log(f"{e.name} at locations={budget_name(k)}: peak memory (fresh process)")
-                memory = peak_memory(e.checkpoint, images[0], k, settings.threads, settings.probe_forwards, imports)
+                memory = peak_memory(e.checkpoint, images[0], k, settings.threads, settings.probe_forwards, imports,
+                                     e.model_attrs)
             rows.append({"model": e.name, "locations": k, "budget": budget_name(k),
                          "test_acc": acc[e.name][budget_name(k)], **measured, "other_cpu_pct": others,
                          "memory": memory})

@@ -68,13 +68,13 @@ def added_by_forwards(model: nn.Module, image: Tensor, k: Budget, forwards: int 
 def probe(spec: dict[str, Any]) -> dict[str, Any]:
     """Runs in the fresh process: imports `spec["imports"]` (modules registering models that are
     not part of foveate), loads the checkpoint and the image, then measures a cold and a warm round."""
-    from ..training.checkpoint import load_checkpoint
+    from .engine import load_entry
 
     sys.path.extend(p for p in spec.get("sys_path", []) if p not in sys.path)
     for module in spec.get("imports", []):
         importlib.import_module(module)
     torch.set_num_threads(int(spec["threads"]))
-    model = load_checkpoint(spec["checkpoint"]).model
+    model = load_entry(spec["checkpoint"], spec.get("model_attrs")).model
     image = torch.load(spec["image"], weights_only=True)[None]
     k, forwards = spec["locations"], int(spec["forwards"])
     cold = added_by_forwards(model, image, k, forwards)
@@ -87,7 +87,7 @@ def _child_main() -> None:
 
 
 def peak_memory(checkpoint: str | Path, image: Tensor, k: Budget, threads: int = 2, forwards: int = 3,
-                imports: Sequence[str] = ()) -> dict[str, Any]:
+                imports: Sequence[str] = (), model_attrs: dict[str, Any] | None = None) -> dict[str, Any]:
     """Peak inference memory of the model in `checkpoint` at budget `k` on `image` (C, H, W), in a
     fresh process (see the module docstring). Returns {"added_mib", "rss_before_mib", "peak_mib",
     "peak_reset", "warm": {...}}; "added_mib" is the number to report.
@@ -99,7 +99,7 @@ def peak_memory(checkpoint: str | Path, image: Tensor, k: Budget, threads: int =
         path = Path(tmp) / "image.pt"
         torch.save(image.detach().cpu().clone(), path)
         spec = {"checkpoint": str(Path(checkpoint).resolve()), "image": str(path), "locations": k,
-                "threads": threads, "forwards": forwards, "imports": list(imports),
+                "threads": threads, "forwards": forwards, "imports": list(imports), "model_attrs": model_attrs,
                 "sys_path": [p for p in sys.path if p]}
         code = "from foveate.bench.memory import _child_main; _child_main()"
         root = str(Path(__file__).resolve().parents[2])  # where `foveate` is importable from
