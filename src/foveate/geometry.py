@@ -67,11 +67,11 @@ class Grid:
     w: Axis
 
     @classmethod
-    def over(cls, height: int, width: int, cells: int, overlap: float) -> "Grid":
+    def over(cls, height: int, width: int, cells: int, overlap: float) -> Grid:
         return cls(axis_geometry(height, cells, overlap), axis_geometry(width, cells, overlap))
 
     @classmethod
-    def tiles(cls, height: int, width: int, patch: int, stride: int | None = None) -> "Grid":
+    def tiles(cls, height: int, width: int, patch: int, stride: int | None = None) -> Grid:
         """P x P tiles every `stride` px (default P) covering the image; padded evenly at both ends."""
         return cls(tile_axis(height, patch, stride or patch), tile_axis(width, patch, stride or patch))
 
@@ -136,7 +136,7 @@ def crop_cells(x: Tensor, grid: Grid, idx: Tensor) -> Tensor:
     idx: (n, k) long, cell indices i * g_w + j.
     returns (n * k, C, P_h, P_w), item-major (all k cells of item 0 first).
     """
-    n, c, height, width = x.shape
+    height, width = x.shape[-2:]
     if (height, width) != (grid.h.size, grid.w.size):
         raise FoveateError(f"crop is {height}x{width} but the grid was built for {grid.h.size}x{grid.w.size}")
     top, left = grid.cell_corners(idx)

@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 import torch
 
@@ -8,7 +10,7 @@ from foveate.training.callbacks import recalibrate_batchnorm
 
 
 def ats(**kw):
-    args = dict(num_classes=3, backbone="tiny_cnn", scale=0.25, patch_size=20, locations=4)
+    args = {"num_classes": 3, "backbone": "tiny_cnn", "scale": 0.25, "patch_size": 20, "locations": 4}
     args.update(kw)
     return create_model("ats", **args)
 
@@ -24,7 +26,7 @@ def test_projected_corners_reference_megapixel_mnist():
 def test_projected_corners_with_receptive_field():
     # speed limits, rows: 288 low, 960 high, 35 cells, rf 9: step (288-9)*(10/3)/35 = 26.57 px
     starts = projected_corners(35, 288, 960, 100, receptive_field=9)
-    steps = [b - a for a, b in zip(starts, starts[1:])]
+    steps = [b - a for a, b in itertools.pairwise(starts)]
     assert min(steps) >= 26 and max(steps) <= 27
     assert starts[0] == round(4.5 * 960 / 288 + 26.571 / 2 - 50)
 

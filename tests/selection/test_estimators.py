@@ -7,8 +7,13 @@ import pytest
 import torch
 
 from foveate.errors import FoveateError
-from foveate.selection import (entropy_regulariser, estimator_weights, expectation, sample_with_replacement,
-                               sample_without_replacement)
+from foveate.selection import (
+    entropy_regulariser,
+    estimator_weights,
+    expectation,
+    sample_with_replacement,
+    sample_without_replacement,
+)
 
 K, N, D = 6, 3, 4
 

@@ -44,7 +44,8 @@ def test_fit_test_predict_explain_load(model, tmp_path, capsys, write_config):
     budget = ["--locations", BUDGETS[model][0]] if BUDGETS[model] else []
     assert main(["predict", "--checkpoint", str(ckpt), "--input", str(images), "--output", str(preds),
                  *budget, "--explain", str(explain)]) == 0
-    rows = list(csv.DictReader(open(preds)))
+    with open(preds) as f:
+        rows = list(csv.DictReader(f))
     assert len(rows) == 2 and all(0 <= int(r["predicted"]) <= 9 for r in rows)
     assert sorted(p.name for p in explain.iterdir()) == ["0.png", "1.png"]
 

@@ -18,8 +18,13 @@ from torch import Tensor, nn
 from ..backbones import Backbone, create_backbone
 from ..errors import FoveateError
 from ..geometry import crop_patches, projected_corners
-from ..selection import (entropy_regulariser, expectation, sample_with_replacement, sample_without_replacement,
-                         topk_cells)
+from ..selection import (
+    entropy_regulariser,
+    expectation,
+    sample_with_replacement,
+    sample_without_replacement,
+    topk_cells,
+)
 from .common import check_image, class_targets, downsample, network_range
 from .output import Glimpses, Output
 from .registry import register_model
