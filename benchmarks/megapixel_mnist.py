@@ -2,8 +2,10 @@
 budget (sequentially, each from configs/<model>_megapixel_mnist.yaml), then measure all of them on
 the same test canvases -- test accuracy, GFLOPs, latency at batch 1 and batch N, peak inference
 memory and the share of full-resolution pixels read, at every budget of every model. Prints a
-Markdown table (one row per model and budget) and writes it, with the same numbers as JSON, to
-OUT/results.md and OUT/results.json. Model MODEL trains in OUT/MODEL.
+Markdown table (one row per model and budget) and writes it, with the same numbers as JSON and
+CSV, to OUT/results.md, OUT/results.json and OUT/results.csv, with the plots
+OUT/accuracy_vs_gflops.png and OUT/accuracy_vs_latency.png (the files `foveate bench` writes: the
+measuring and the report are foveate.bench's). Model MODEL trains in OUT/MODEL.
 
 Full benchmark (2 otherwise idle CPU cores; the training minutes of every model, then evaluation),
 from the repository root with the real digits in ../shared/data/mnist (or $FOVEATE_MNIST_DIR):
@@ -51,7 +53,7 @@ from foveate.bench import (
     markdown,
     parse_budget,
     run_benchmark,
-    write_results,
+    save_report,
 )
 from foveate.config import apply_overrides, load_config
 from foveate.errors import FoveateError
@@ -271,7 +273,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> str:
     size = results["header"]["data"]["canvas_size"]
     size = f"{size}x{size}" if isinstance(size, int) else f"{size} px"
     table = markdown(results, f"Megapixel MNIST {size}: {', '.join(args.models)}")
-    write_results(out, results, table)
+    save_report(out, results, table)
     return table
 
 

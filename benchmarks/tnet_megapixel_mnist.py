@@ -2,8 +2,9 @@
 accuracy, GFLOPs, inference latency, peak inference memory and the share of full-resolution
 pixels read, at 1, 2, 3 and 5 locations per level. A thin wrapper, with the options it always
 had, around the all-models benchmark: it runs `benchmarks/megapixel_mnist.py --models tnet`
-(training in OUT/tnet, the 500x500 curriculum stage in OUT/tnet/stage1; results in OUT/results.md
-and OUT/results.json).
+(training in OUT/tnet, the 500x500 curriculum stage in OUT/tnet/stage1; results in
+OUT/results.{md,json,csv} and the plots OUT/accuracy_vs_{gflops,latency}.png, as `foveate bench`
+writes them).
 
 Reproduce the README numbers (2 otherwise idle CPU cores; 58 min of training, then ~5 min of evaluation),
 from the repository root with the real digits in ../shared/data/mnist (or $FOVEATE_MNIST_DIR):

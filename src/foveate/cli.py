@@ -1,4 +1,4 @@
-"""`foveate` command line: fit | test | predict | data | quickstart.
+"""`foveate` command line: fit | test | predict | data | bench | quickstart.
 
 The only module that parses arguments or prints. A `FoveateError` becomes one line on stderr
 and exit status 2; no traceback.
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -107,6 +108,42 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .bench import ScalingSettings, Settings, compare, scaling
+
+    def log(message: str) -> None:
+        print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+    command = shlex.join(["foveate", *args.argv])
+    budgets = _locations(args.locations)
+    if args.scaling:
+        settings = ScalingSettings(sides=args.sides, images=args.latency_images or 5, warmup=args.warmup,
+                                   threads=args.threads, memory=not args.no_memory)
+        _, table, files = scaling(args.checkpoints, args.data, budgets, args.out or "runs/bench_scaling", settings,
+                                  args.set, command, log)
+    else:
+        if args.data is None:
+            raise FoveateError("--data is required: a YAML config (its data section) or a folder with labels.csv")
+        settings = Settings(latency_images=args.latency_images or 20, batch_sizes=(1, args.batch) if args.batch > 1
+                            else (1,), warmup=args.warmup, threads=args.threads, eval_batch_size=args.eval_batch,
+                            memory=not args.no_memory)
+        _, table, files = compare(args.checkpoints, args.data, budgets, args.out or "runs/bench", settings,
+                                  args.set, command, log)
+    print(table, end="")
+    log("wrote " + ", ".join(map(str, files)))
+    return 0
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
 def cmd_quickstart(args) -> int:
     from .quickstart import run_quickstart
 
@@ -156,6 +193,29 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=cmd_data)
 
+    s = sub.add_parser("bench", help="accuracy, GFLOPs, latency, memory and pixels read of several checkpoints "
+                                     "on the same images; --scaling: cost against image side")
+    s.add_argument("--checkpoints", nargs="+", required=True, metavar="CKPT", help="checkpoints of one task")
+    s.add_argument("--data", default=None, metavar="CONFIG_OR_DIR",
+                   help="a YAML config (its data section and seed give the test split) or a folder with labels.csv "
+                        "as `foveate data megapixel-mnist` writes; --scaling: a config or nothing (the first "
+                        "checkpoint's data)")
+    s.add_argument("--set", nargs="*", default=[], metavar="data.KEY=VALUE", help="override the data config")
+    s.add_argument("--locations", nargs="*", help="budgets of the models that take one (K or K1,K2 per level); "
+                                                  "default: each checkpoint's eval.locations (--scaling: as built)")
+    s.add_argument("--out", default=None, help="results directory (default runs/bench, --scaling runs/bench_scaling)")
+    s.add_argument("--scaling", action="store_true", help="cost per image against canvas side, same content")
+    s.add_argument("--sides", nargs="+", type=_positive, default=[1500, 3000, 6000], metavar="PX",
+                   help="canvas sides for --scaling (default 1500 3000 6000)")
+    s.add_argument("--latency-images", type=_positive, default=None,
+                   help="images timed per row (default 20; --scaling: canvases per side, default 5)")
+    s.add_argument("--batch", type=_positive, default=16, help="batch size of the second latency column (1: none)")
+    s.add_argument("--eval-batch", type=_positive, default=16, help="batch size of the accuracy pass")
+    s.add_argument("--warmup", type=int, default=3, help="untimed forwards before each latency measurement")
+    s.add_argument("--threads", type=_positive, default=2, help="torch CPU threads")
+    s.add_argument("--no-memory", action="store_true", help="skip the fresh-process peak-memory probe (faster)")
+    s.set_defaults(func=cmd_bench)
+
     s = sub.add_parser("quickstart", help="make data, train TNet for a few minutes, evaluate, explain")
     s.add_argument("--out", default="runs/quickstart")
     s.add_argument("--digits", default=None, help="MNIST IDX directory (default: built-in digits)")
@@ -166,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)
     except FoveateError as e:

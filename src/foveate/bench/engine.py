@@ -166,11 +166,24 @@ def prepare_inference(threads: int) -> None:
 
 
 # -- the run --------------------------------------------------------------------------------
-def run_benchmark(entries: Sequence[Entry], data: dict[str, Any], settings: Settings | None = None, seed: int = 0,
-                  log: Callable[[str], None] | None = None) -> dict[str, Any]:
+def preflight(model: torch.nn.Module, image: torch.Tensor, k: Budget, name: str) -> None:
+    """One batch-1 forward of `image` at budget `k`: budgets that only the image size makes
+    impossible (e.g. more patches than the image has) fail here, naming the model, before any
+    measurement runs."""
+    try:
+        with torch.inference_mode():
+            model(image[None], locations=k)
+    except FoveateError as e:
+        raise FoveateError(f"{name} at locations={budget_name(k)}: {e}") from None
+
+
+def run_benchmark(entries: Sequence[Entry], data: dict[str, Any] | Dataset, settings: Settings | None = None,
+                  seed: int = 0, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Measure every entry at every budget on the test split of `data` (a data config; `seed`
-    unless it sets one). Every budget is checked before anything runs (FoveateError naming the
-    model). Returns {"header": ..., "rows": [...]}, one row per (model, budget) in entry order:
+    unless it sets one), or on `data` itself if it is a Dataset of (image, class index) (its
+    `describe()`, if it has one, is the header's data section). Every budget is checked before
+    anything runs (FoveateError naming the model), by the model's rules and by one forward of the
+    first image. Returns {"header": ..., "rows": [...]}, one row per (model, budget) in entry order:
     model, locations, budget, test_acc, gflops, gflops_resampling, flops_by_op, latency_ms
     {batch size: {median, iqr}}, pixels_read_pct, pixels_read_rule, other_cpu_pct, memory."""
     settings = settings or Settings()
@@ -189,10 +202,19 @@ def run_benchmark(entries: Sequence[Entry], data: dict[str, Any], settings: Sett
         for k in budgets[e.name]:
             check_budget(modules[e.name].model, k, e.name)
 
-    dataset = test_split(data, seed)
+    if isinstance(data, Dataset):
+        dataset = data
+        describe = getattr(data, "describe", None)
+        reference = describe() if callable(describe) else {"name": type(data).__name__}
+    else:
+        dataset, reference = test_split(data, seed), test_data(data, seed)
     if len(dataset) == 0:
-        raise FoveateError("the test split is empty (data.n_test = 0)")
+        raise FoveateError("the test data set is empty" if isinstance(data, Dataset)
+                           else "the test split is empty (data.n_test = 0)")
     images = [dataset[i][0] for i in range(min(settings.latency_images, len(dataset)))]
+    for e in entries:
+        for k in budgets[e.name]:
+            preflight(modules[e.name].model, images[0], k, e.name)
     log(f"accuracy of {', '.join(names)} on {len(dataset)} test images")
     acc = accuracy({e.name: (modules[e.name].model, budgets[e.name]) for e in entries}, dataset,
                    settings.eval_batch_size, settings.num_workers, log)
@@ -215,7 +237,6 @@ def run_benchmark(entries: Sequence[Entry], data: dict[str, Any], settings: Sett
                          "test_acc": acc[e.name][budget_name(k)], **measured, "other_cpu_pct": others,
                          "memory": memory})
 
-    reference = test_data(data, seed)
     models = {}
     for e in entries:
         module, trained = modules[e.name], test_data(modules[e.name].config.get("data", {}),
@@ -228,7 +249,8 @@ def run_benchmark(entries: Sequence[Entry], data: dict[str, Any], settings: Sett
             "budgets": budgets[e.name],
             "training": e.training,
             "evaluated_checkpoint": progress(e.checkpoint),
-            "trained_on_other_data": {k: v for k, v in trained.items() if k != "n_test" and v != reference[k]},
+            "trained_on_other_data": {k: v for k, v in trained.items()
+                                      if k != "n_test" and k in reference and v != reference[k]},
         }
     header = {"data": {**reference, "n_test": len(dataset)}, "models": models, "settings": asdict(settings),
               "environment": environment(), "other_cpu_pct": max(r["other_cpu_pct"] for r in rows)}
@@ -241,6 +263,7 @@ __all__ = [
     "Settings",
     "cpu_name",
     "environment",
+    "preflight",
     "prepare_inference",
     "progress",
     "run_benchmark",
