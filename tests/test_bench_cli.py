@@ -87,7 +87,8 @@ def test_round_trip_on_a_data_config(ckpts, config, tmp_path, capsys):
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["model", "locations", "test_acc", "gflops", "gflops_resampling",
                              "latency_ms_batch1_median", "latency_ms_batch1_iqr", "latency_ms_batch2_median",
-                             "latency_ms_batch2_iqr", "memory_added_mib", "memory_warm_added_mib", "pixels_read_pct",
+                             "latency_ms_batch2_iqr", "memory_added_mib", "memory_warm_added_mib", "allocator_peak_mib",
+                             "pixels_read_pct",
                              "pixels_read_rule", "checkpoint"]
     assert [(r["model"], r["locations"]) for r in rows] == [("tnet", "1"), ("tnet", "2"), ("lowres_cnn", "none"),
                                                            ("fullres_cnn", "none")]

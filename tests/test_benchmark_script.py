@@ -259,8 +259,12 @@ def test_one_checkpoint_measured_two_ways(tmp_path):
     ats = checkpoint(tmp_path / "ats.ckpt", {"name": "ats", "num_classes": 10, "backbone": "tiny_cnn", "scale": 0.25,
                                              "patch_size": 32, "locations": 3}, [2, 3])
     entries = [Entry("ats", ats), Entry("ats-topk", ats, model_attrs={"eval_mode": "topk"})]
-    rows = run_benchmark(entries, DATA, Settings(latency_images=2, batch_sizes=(1,), warmup=1, memory=False))["rows"]
+    results = run_benchmark(entries, DATA, Settings(latency_images=2, batch_sizes=(1,), warmup=1, memory=False))
+    rows = results["rows"]
+    assert results["header"]["models"]["ats-topk"]["model"]["eval_mode"] == "topk"
+    assert results["header"]["models"]["ats"]["model"]["eval_mode"] == "sample"
     assert [(r["model"], r["budget"]) for r in rows] == [("ats", "2"), ("ats", "3"), ("ats-topk", "2"),
                                                          ("ats-topk", "3")]
+    assert all(r["allocator_peak_mib"] > 0 for r in rows)
     with pytest.raises(FoveateError, match="has no attribute 'eval_mod'"):
         run_benchmark([Entry("ats", ats, model_attrs={"eval_mod": "topk"})], DATA, Settings(memory=False))

@@ -31,6 +31,7 @@ from .measure import (
     measure_budget,
     measure_with_others_cpu,
 )
+from ..profiling import peak_memory as allocator_peak
 from .memory import peak_memory
 
 
@@ -233,9 +234,11 @@ def run_benchmark(entries: Sequence[Entry], data: dict[str, Any] | Dataset, sett
                 log(f"{e.name} at locations={budget_name(k)}: peak memory (fresh process)")
                 memory = peak_memory(e.checkpoint, images[0], k, settings.threads, settings.probe_forwards, imports,
                                      e.model_attrs)
+            with torch.inference_mode():
+                allocated = allocator_peak(lambda model=model, k=k: model(images[0][None], locations=k))
             rows.append({"model": e.name, "locations": k, "budget": budget_name(k),
                          "test_acc": acc[e.name][budget_name(k)], **measured, "other_cpu_pct": others,
-                         "memory": memory})
+                         "memory": memory, "allocator_peak_mib": allocated / 2**20})
 
     models = {}
     for e in entries:
@@ -243,7 +246,7 @@ def run_benchmark(entries: Sequence[Entry], data: dict[str, Any] | Dataset, sett
                                                      int(modules[e.name].config.get("seed", 0)))
         models[e.name] = {
             "checkpoint": str(e.checkpoint),
-            "model": module.config["model"],
+            "model": {**module.config["model"], **(e.model_attrs or {})},  # as measured
             "parameters": sum(p.numel() for p in module.model.parameters()),
             "reads_full_image": bool(getattr(module.model, "reads_full_image", False)),
             "budgets": budgets[e.name],

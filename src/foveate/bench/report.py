@@ -15,7 +15,7 @@ def columns(results: Results) -> list[str]:
     batches = results["header"]["settings"]["batch_sizes"]
     return (["model", "locations", "test acc", "GFLOPs/img"]
             + [f"latency ms/img (batch {b}, median ± IQR)" for b in batches]
-            + ["peak inference memory MiB", "full-res pixels read %"])
+            + ["peak inference memory MiB", "allocator peak MiB", "full-res pixels read %"])
 
 
 def row_cells(row: dict[str, Any], batches: list[int]) -> list[str]:
@@ -23,7 +23,8 @@ def row_cells(row: dict[str, Any], batches: list[int]) -> list[str]:
     memory = f"{row['memory']['added_mib']:.1f}" if row.get("memory") else "not measured"
     return ([row["model"], row["budget"], f"{row['test_acc']:.4f}", f"{row['gflops']:.3f}"]
             + [f"{t['median']:.1f} ± {t['iqr']:.1f}" for t in latency]
-            + [memory, f"{row['pixels_read_pct']:.2f}"])
+            + [memory, f"{row['allocator_peak_mib']:.1f}" if row.get("allocator_peak_mib") is not None else "-",
+               f"{row['pixels_read_pct']:.2f}"])
 
 
 def _describe_model(cfg: dict[str, Any]) -> str:
@@ -134,7 +135,10 @@ def footnotes(results: Results) -> list[str]:
     memory = ("Peak inference memory: a fresh Python process per row loads the checkpoint and the first test "
               f"image, resets its RSS high-water mark, then runs {s['probe_forwards']} batch-1 forwards; peak RSS "
               "(VmHWM) minus RSS just before them (weights and input excluded; one-time costs of a first forward "
-              "included: results.json also has a warm repeat).")
+              "included: results.json also has a warm repeat). Allocator peak: the exact peak of the bytes "
+              "PyTorch's allocator held above the starting level during one batch-1 forward of the first image "
+              "(foveate.profiling.peak_memory: profiler allocation events on CPU, max_memory_allocated on CUDA); "
+              "it counts every tensor, temporaries inside ops included, and nothing allocated outside PyTorch.")
     notes = [locations, gflops, latency, memory]
     read = [f"Full-res pixels read: mean over the first {n} {word}."]
     if _names(rows, "chosen_boxes"):
@@ -174,7 +178,8 @@ def csv_columns(results: Results) -> list[str]:
     batches = results["header"]["settings"]["batch_sizes"]
     return (["model", "locations", "test_acc", "gflops", "gflops_resampling"]
             + [f"latency_ms_batch{b}_{stat}" for b in batches for stat in ("median", "iqr")]
-            + ["memory_added_mib", "memory_warm_added_mib", "pixels_read_pct", "pixels_read_rule", "checkpoint"])
+            + ["memory_added_mib", "memory_warm_added_mib", "allocator_peak_mib", "pixels_read_pct", "pixels_read_rule",
+               "checkpoint"])
 
 
 def csv_rows(results: Results) -> list[list[Any]]:
@@ -186,7 +191,7 @@ def csv_rows(results: Results) -> list[list[Any]]:
         out.append([r["model"], r["budget"], r["test_acc"], r["gflops"], r["gflops_resampling"]]
                    + [r["latency_ms"][str(b)][stat] for b in batches for stat in ("median", "iqr")]
                    + [memory.get("added_mib", ""), (memory.get("warm") or {}).get("added_mib", ""),
-                      r["pixels_read_pct"], r["pixels_read_rule"], models[r["model"]]["checkpoint"]])
+                      r.get("allocator_peak_mib", ""), r["pixels_read_pct"], r["pixels_read_rule"], models[r["model"]]["checkpoint"]])
     return out
 
 
