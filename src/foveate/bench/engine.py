@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import FoveateError
+from ..profiling import peak_memory as allocator_peak
 from ..training.checkpoint import load_checkpoint, read_checkpoint
 from .measure import (
     Budget,
@@ -31,7 +32,6 @@ from .measure import (
     measure_budget,
     measure_with_others_cpu,
 )
-from ..profiling import peak_memory as allocator_peak
 from .memory import peak_memory
 
 
