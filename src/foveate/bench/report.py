@@ -162,13 +162,13 @@ def footnotes(results: Results) -> list[str]:
     return [f"{i}. {note}" for i, note in enumerate(notes, start=1)]
 
 
-def write_results(out_dir: str | Path, results: Results, table: str) -> None:
-    """OUT_DIR/results.json (header and rows) and OUT_DIR/results.md (the table), each replaced atomically."""
+def write_results(out_dir: str | Path, results: Results, table: str, stem: str = "results") -> None:
+    """OUT_DIR/STEM.json (header and rows) and OUT_DIR/STEM.md (the table), each replaced atomically."""
     out_dir = Path(out_dir)
-    with atomic_open(out_dir / "results.json", "w") as f:
+    with atomic_open(out_dir / f"{stem}.json", "w") as f:
         json.dump(results, f, indent=2)
         f.write("\n")
-    with atomic_open(out_dir / "results.md", "w") as f:
+    with atomic_open(out_dir / f"{stem}.md", "w") as f:
         f.write(table)
 
 

@@ -35,7 +35,6 @@ import torch
 from ..config import apply_overrides
 from ..data.megapixel_mnist import DIGIT_SIZE, Layout, MegapixelRenderer, split_id
 from ..errors import FoveateError
-from ..fileio import atomic_open
 from ..profiling import peak_memory as allocator_peak
 from ..training.checkpoint import read_checkpoint
 from .compare import plan_entries, read_data_config
@@ -50,7 +49,7 @@ from .measure import (
     time_forwards,
 )
 from .memory import peak_memory as rss_peak
-from .report import write_csv
+from .report import write_csv, write_results
 
 DEFAULT_SIDES = (1500, 3000, 6000)
 
@@ -311,16 +310,10 @@ def csv_rows(results: dict[str, Any]) -> list[list[Any]]:
 
 def save_scaling(out_dir: str | Path, results: dict[str, Any], table: str) -> list[Path]:
     """OUT_DIR/scaling.{json,md,csv} and OUT_DIR/scaling.png, each replaced atomically."""
-    import json
-
     from .plots import plot_scaling
 
     out_dir = Path(out_dir)
-    with atomic_open(out_dir / "scaling.json", "w") as f:
-        json.dump(results, f, indent=2)
-        f.write("\n")
-    with atomic_open(out_dir / "scaling.md", "w") as f:
-        f.write(table)
+    write_results(out_dir, results, table, stem="scaling")
     write_csv(out_dir / "scaling.csv", CSV_COLUMNS, csv_rows(results))
     plot_scaling(results, out_dir / "scaling.png")
     return [out_dir / f"scaling.{ext}" for ext in ("json", "md", "csv", "png")]
