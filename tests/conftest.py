@@ -1,10 +1,12 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/support.py
 SHARED_MNIST = Path(os.environ.get("FOVEATE_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))
 
 

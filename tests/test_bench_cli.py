@@ -7,33 +7,23 @@ import re
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from PIL import Image
+from support import TINY_DATA as DATA
+from support import untrained_checkpoint as checkpoint
 
 from foveate.bench.compare import model_names
 from foveate.bench.scaling import ScaledCanvases, scale_layout
 from foveate.cli import main
 from foveate.data import MegapixelConfig, write_megapixel_mnist
 from foveate.data.megapixel_mnist import to_uint8
-from foveate.training.module import HardAttentionModule
 
 TNET = {"name": "tnet", "num_classes": 10, "backbone": "tiny_cnn", "levels": 2, "grid": 4, "overlap": 0.5,
         "base_resolution": 32, "locations": 2}
 LOWRES = {"name": "lowres_cnn", "num_classes": 10, "backbone": "tiny_cnn", "scale": 0.25}
 FULLRES = {"name": "fullres_cnn", "num_classes": 10, "backbone": "tiny_cnn"}
-DATA = {"name": "megapixel_mnist", "digits": None, "canvas_size": 144, "n_train": 8, "n_val": 4, "n_test": 4,
-        "batch_size": 4, "num_workers": 0}
 FAST = ["--latency-images", "2", "--batch", "2", "--eval-batch", "4", "--warmup", "1", "--threads", "1",
         "--no-memory"]
-
-
-def checkpoint(path, model_cfg, locations=(None,), data=None):
-    """A foveate checkpoint of an untrained model (no training needed to measure it)."""
-    cfg = {"seed": 0, "model": model_cfg, "data": data or DATA, "eval": {"locations": list(locations)}}
-    torch.save({"state_dict": HardAttentionModule(cfg).state_dict(), "hyper_parameters": {"config": cfg},
-                "epoch": 0, "global_step": 2}, path)
-    return str(path)
 
 
 @pytest.fixture(scope="module")

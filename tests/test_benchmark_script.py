@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from support import TINY_DATA as DATA
+from support import untrained_checkpoint as checkpoint
 from torch import nn
 
 from foveate import FoveateError, create_model
@@ -26,13 +28,10 @@ from foveate.bench import (
     write_results,
 )
 from foveate.models import Glimpses, Output
-from foveate.training.module import HardAttentionModule
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 TNET = {"name": "tnet", "num_classes": 10, "backbone": "tiny_cnn", "levels": 2, "grid": 4, "overlap": 0.5,
         "base_resolution": 32, "locations": 2}
-DATA = {"name": "megapixel_mnist", "digits": None, "canvas_size": 144, "n_train": 8, "n_val": 4, "n_test": 4,
-        "batch_size": 4, "num_workers": 0}
 
 
 def script(name):
@@ -54,14 +53,6 @@ def tnet(**kw):
 def baseline(name):
     kw = {"scale": 0.25} if name == "lowres_cnn" else {}
     return create_model(name, num_classes=10, backbone="tiny_cnn", **kw)
-
-
-def checkpoint(path, model_cfg, locations=(None,)):
-    """A foveate checkpoint of an untrained model (no training needed to measure it)."""
-    cfg = {"seed": 0, "model": model_cfg, "data": DATA, "eval": {"locations": list(locations)}}
-    torch.save({"state_dict": HardAttentionModule(cfg).state_dict(), "hyper_parameters": {"config": cfg},
-                "epoch": 0, "global_step": 2}, path)
-    return str(path)
 
 
 @pytest.fixture(scope="module")

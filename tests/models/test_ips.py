@@ -1,6 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from support import Spy
 
 from foveate import FoveateError, create_model
 from foveate.geometry import patch_view
@@ -21,19 +22,6 @@ def ips(**kw):
     cfg = {"num_classes": 10, "backbone": "tiny_cnn", "in_chans": 1, "patch_size": 20, "locations": 5,
            "chunk": 7, "dim": 32, "heads": 4, "dim_head": 8, "mlp_dim": 64, "dropout": 0.1}
     return create_model("ips", **{**cfg, **kw})
-
-
-class Spy(torch.nn.Module):
-    """Wraps a backbone and records every batch it is called on."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner, self.calls = inner, []
-        self.num_features, self.fmap_channels = inner.num_features, inner.fmap_channels
-
-    def forward(self, x):
-        self.calls.append(x.detach().clone())
-        return self.inner(x)
 
 
 def brute_force_topk(m, x, k):

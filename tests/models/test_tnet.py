@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from support import Spy
 
 from foveate import FoveateError, create_model
 from foveate.selection import reinforce_loss
@@ -12,19 +13,6 @@ def tnet(**kw):
                base_resolution=32, locations=[2, 2])
     cfg.update(kw)
     return create_model("tnet", **cfg)
-
-
-class Spy(torch.nn.Module):
-    """Wraps a backbone and records every batch it is called on."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner, self.calls = inner, []
-        self.num_features, self.fmap_channels = inner.num_features, inner.fmap_channels
-
-    def forward(self, x):
-        self.calls.append(x.detach().clone())
-        return self.inner(x)
 
 
 def test_shapes_and_trace():
