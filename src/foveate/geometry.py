@@ -97,51 +97,28 @@ class Grid:
         return torch.stack([x1, y1, x1 + self.w.patch, y1 + self.h.patch], dim=-1)
 
 
-def patch_view(x: Tensor, size: tuple[int, int], pad: tuple[int, int]) -> Tensor:
-    """Every P_h x P_w window of the zero-padded image, as a view: nothing is copied but the padding.
+def gather_crops(x: Tensor, top: Tensor, left: Tensor, size: tuple[int, int]) -> Tensor:
+    """P_h x P_w crops at any integer corners (B, k) of x (B, C, H, W); pixels outside the image are zero.
 
-    x: (B, C, H, W); pad: (pad_h, pad_w) zeros added on every side.
-    returns (B, C, H + 2 pad_h - P_h + 1, W + 2 pad_w - P_w + 1, P_h, P_w); window (y, x) starts at
-    image pixel (y - pad_h, x - pad_w). Build it once per image, then `take_patches` many times.
-    """
-    (ph, pw), (dh, dw) = size, pad
-    if dh or dw:
-        x = F.pad(x, (dw, dw, dh, dh))
-    return x.unfold(2, ph, 1).unfold(3, pw, 1)
-
-
-def take_patches(view: Tensor, top: Tensor, left: Tensor, pad: tuple[int, int]) -> Tensor:
-    """Copy out the chosen windows of a `patch_view`.
-
-    top, left: (B, k) long, window corners in image pixels (may be negative: zero-filled, as
-    long as they stay within the padding). returns (B * k, C, P_h, P_w), item-major.
+    Gathers only the crops' pixels (no padded copy of the image, so the cost follows the crops).
+    returns (B * k, C, P_h, P_w), item-major.
     """
     b, k = top.shape
-    item = torch.arange(b, device=view.device).repeat_interleave(k)
-    return view[item, :, top.reshape(-1) + pad[0], left.reshape(-1) + pad[1]]
+    (ph, pw), (height, width) = size, x.shape[-2:]
+    rows = top.reshape(-1, 1) + torch.arange(ph, device=x.device)  # (n, P_h)
+    cols = left.reshape(-1, 1) + torch.arange(pw, device=x.device)  # (n, P_w)
+    item = torch.arange(b, device=x.device).repeat_interleave(k)  # (n,)
+    out = x[item[:, None, None], :, rows.clamp(0, height - 1)[:, :, None], cols.clamp(0, width - 1)[:, None, :]]
+    inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
+    return (out * inside[..., None]).permute(0, 3, 1, 2).contiguous()  # (n, P_h, P_w, C) -> (n, C, P_h, P_w)
 
 
-def crop_patches(x: Tensor, top: Tensor, left: Tensor, size: tuple[int, int]) -> Tensor:
-    """P_h x P_w crops at any corners (B, k) of x (B, C, H, W); pixels outside the image are zero.
-
-    returns (B * k, C, P_h, P_w). Corners must lie within one patch of the image.
-    """
-    return take_patches(patch_view(x, size, size), top, left, size)
-
-
-def crop_cells(x: Tensor, grid: Grid, idx: Tensor) -> Tensor:
-    """Cut the selected cells out of full-resolution crops, without materialising the others.
-
-    x:   (n, C, H, W) crops, with (H, W) the size `grid` was built for.
-    idx: (n, k) long, cell indices i * g_w + j.
-    returns (n * k, C, P_h, P_w), item-major (all k cells of item 0 first).
-    """
-    height, width = x.shape[-2:]
-    if (height, width) != (grid.h.size, grid.w.size):
-        raise FoveateError(f"crop is {height}x{width} but the grid was built for {grid.h.size}x{grid.w.size}")
-    top, left = grid.cell_corners(idx)
-    pad = (max(0, grid.h.pad_before, grid.h.pad_after), max(0, grid.w.pad_before, grid.w.pad_after))
-    return take_patches(patch_view(x, grid.cell_size, pad), top, left, pad)
+def resize(x: Tensor, size: tuple[int, int], antialias: bool = True) -> Tensor:
+    """Bilinear resize of (n, C, h, w) to `size`; antialiased, so small objects shrink to faint
+    blobs instead of vanishing between samples. A no-op at the same size."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", antialias=antialias, align_corners=False)
 
 
 def child_boxes(parent: Tensor, grid: Grid, idx: Tensor | None = None) -> Tensor:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from foveate.errors import FoveateError
-from foveate.geometry import crop_patches, projected_corners
+from foveate.geometry import gather_crops, projected_corners
 from foveate.models import create_model
 from foveate.training.callbacks import recalibrate_batchnorm
 
@@ -31,10 +31,10 @@ def test_projected_corners_with_receptive_field():
     assert starts[0] == round(4.5 * 960 / 288 + 26.571 / 2 - 50)
 
 
-def test_crop_patches_match_slices_and_zero_fill():
+def test_gather_crops_match_slices_and_zero_fill():
     x = torch.arange(2 * 30 * 40, dtype=torch.float32).reshape(2, 1, 30, 40) + 1
     top, left = torch.tensor([[-5, 10], [25, 0]]), torch.tensor([[-3, 20], [35, 0]])
-    crops = crop_patches(x, top, left, (8, 8))
+    crops = gather_crops(x, top, left, (8, 8))
     assert crops.shape == (4, 1, 8, 8)
     padded = torch.nn.functional.pad(x, (8, 8, 8, 8))
     for b in range(2):

@@ -4,8 +4,8 @@ import torch.nn.functional as F
 from support import Spy
 
 from foveate import FoveateError, create_model
-from foveate.geometry import patch_view
 from foveate.profiling import peak_memory
+from foveate.sources.region import TensorSource
 
 
 @pytest.fixture(autouse=True)
@@ -27,10 +27,9 @@ def ips(**kw):
 def brute_force_topk(m, x, k):
     """The M best patches when all N are scored at once (eval mode), in descending score order."""
     grid = m.grid(*x.shape[-2:])
-    pad = (max(grid.h.pad_before, grid.h.pad_after), max(grid.w.pad_before, grid.w.pad_after))
     everything = torch.arange(grid.num_cells).expand(x.shape[0], -1)
     with torch.no_grad():
-        z = m._embed(patch_view(x, grid.cell_size, pad), grid, pad, everything)
+        z = m._embed(TensorSource(x), grid, everything)
         _, scores = m.aggregator(z)
     return scores.topk(k, dim=1).indices
 
@@ -71,11 +70,11 @@ def test_several_tokens_and_evaluation_without_re_embedding():
 def test_position_encoding_tells_identical_patches_apart():
     x = torch.zeros(1, 1, 60, 60)  # nine identical empty tiles
     grid = ips().grid(60, 60)
-    view = patch_view(x, grid.cell_size, (0, 0))
+    src = TensorSource(x)
     for pos_encoding, distinct in [(True, 9), (False, 1)]:
         m = ips(pos_encoding=pos_encoding).eval()
         with torch.no_grad():
-            z = m._embed(view, grid, (0, 0), torch.arange(9)[None])[0]  # (9, D)
+            z = m._embed(src, grid, torch.arange(9)[None])[0]  # (9, D)
         assert len({tuple(row) for row in z.round(decimals=4).tolist()}) == distinct
 
 

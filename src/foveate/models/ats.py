@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ..backbones import Backbone, create_backbone
 from ..errors import FoveateError
-from ..geometry import crop_patches, projected_corners
+from ..geometry import projected_corners
 from ..selection import (
     entropy_regulariser,
     expectation,
@@ -25,7 +25,8 @@ from ..selection import (
     sample_without_replacement,
     topk_cells,
 )
-from .common import check_image, class_targets, downsample, network_range
+from ..sources.region import RegionSource, as_source
+from .common import class_targets, network_range
 from .output import Glimpses, Output
 from .registry import register_model
 
@@ -101,15 +102,16 @@ class ATS(nn.Module):
     def view_size(self, height: int, width: int) -> tuple[int, int]:
         return max(1, round(height * self.scale)), max(1, round(width * self.scale))
 
-    def attention_map(self, x: Tensor) -> Tensor:
-        """x: (B, C, H, W) in [0, 1] -> a: (B, G_h, G_w), the smoothed attention distribution."""
-        height, width = x.shape[-2:]
+    def attention_map(self, x: Tensor | RegionSource) -> Tensor:
+        """x: (B, C, H, W) in [0, 1] or a source -> a: (B, G_h, G_w), the smoothed attention distribution."""
+        src = as_source(x, self.in_chans)
+        height, width = src.size
         h, w = self.view_size(height, width)
         need = max(self.attention.receptive_field, self.attention.pool)
         if min(h, w) < need:
             raise FoveateError(f"the low-resolution view of a {width}x{height} image is {w}x{h} px, smaller than "
                                f"the attention net's receptive field ({need} px); raise scale or use larger images")
-        z = self.attention(network_range(downsample(x, (h, w), self.antialias)))  # (B, G_h, G_w)
+        z = self.attention(network_range(src.view((h, w), self.antialias)))  # (B, G_h, G_w)
         # Documented clamping: non-finite logits (a diverged attention net) become finite, and the
         # smoothing keeps every position's probability >= eps / K: the outputs are never NaN.
         z = torch.nan_to_num(z, nan=0.0, posinf=1e4, neginf=-1e4)
@@ -129,24 +131,25 @@ class ATS(nn.Module):
             return sample_with_replacement(a, n, generator), True
         return sample_without_replacement(a, n, generator), False
 
-    def forward(self, x: Tensor, locations: int | None = None) -> Output:
-        """x: (B, C, H, W) in [0, 1], full resolution. locations: N patches (default: as built)."""
+    def forward(self, x: Tensor | RegionSource, locations: int | None = None) -> Output:
+        """x: (B, C, H, W) in [0, 1] at full resolution, or a `RegionSource` (only the N patches
+        are read at full resolution). locations: N patches (default: as built)."""
         n = self.default_locations if locations is None else self.budget(locations)
-        b = x.shape[0]
-        height, width = check_image(x, self.in_chans, self.patch_size, f"the patch size {self.patch_size}")
-        att = self.attention_map(x)  # (B, G_h, G_w)
+        src = as_source(x, self.in_chans, self.patch_size, f"the patch size {self.patch_size}")
+        (height, width), b = src.size, src.batch
+        att = self.attention_map(src)  # (B, G_h, G_w)
         gh, gw = att.shape[1:]
         a = att.reshape(b, -1)  # (B, K_pos)
         idx, replace = self.draw(a, n)  # (B, N)
-        top, left = _corners(gh, gw, *self.view_size(height, width), height, width, self.patch_size, x.device)
+        top, left = _corners(gh, gw, *self.view_size(height, width), height, width, self.patch_size, src.device)
         top, left = top[idx // gw], left[idx % gw]  # (B, N) full-res px
         p = self.patch_size
-        patches = crop_patches(x, top, left, (p, p))  # (B*N, C, P, P); zeros outside the image
+        patches = src.crop(top, left, (p, p))  # (B*N, C, P, P); zeros outside the image
         _, pooled = self.features(network_range(patches))  # (B*N, D)
         feats = F.normalize(pooled, dim=-1).reshape(b, n, -1)  # (B, N, D)
         pooled_estimate = expectation(a, feats, idx, replace)  # (B, D)
         logits = self.head(pooled_estimate)
-        boxes = torch.stack([left, top, left + p, top + p], dim=-1).to(x.dtype)  # (B, N, 4)
+        boxes = torch.stack([left, top, left + p, top + p], dim=-1).float()  # (B, N, 4)
         glimpses = Glimpses(1, boxes, a.detach().gather(1, idx), torch.ones_like(idx, dtype=torch.bool),
                             heatmap=att.detach())
         return Output(logits=logits, trace=[glimpses], extras={"attention": a})

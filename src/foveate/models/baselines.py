@@ -8,7 +8,8 @@ from torch import Tensor, nn
 
 from ..backbones import Backbone, create_backbone
 from ..errors import FoveateError
-from .common import check_image, class_targets, downsample, network_range
+from ..sources.region import RegionSource, as_source
+from .common import class_targets, network_range
 from .output import Output
 from .registry import register_model
 
@@ -45,11 +46,12 @@ class WholeImageCNN(nn.Module):
     def view_size(self, height: int, width: int) -> tuple[int, int]:
         return max(1, round(height * self.scale)), max(1, round(width * self.scale))
 
-    def forward(self, x: Tensor, locations: None = None) -> Output:
-        """x: (B, C, H, W) in [0, 1]. returns logits (B, K), no trace."""
+    def forward(self, x: Tensor | RegionSource, locations: None = None) -> Output:
+        """x: (B, C, H, W) in [0, 1] or a `RegionSource` (read whole, at `scale`; from a pyramid
+        level when the source has one). returns logits (B, K), no trace."""
         self.budget(locations)
-        height, width = check_image(x, self.in_chans, min_side=1)
-        view = downsample(x, self.view_size(height, width), self.antialias)  # (B, C, h, w)
+        src = as_source(x, self.in_chans)
+        view = src.view(self.view_size(*src.size), self.antialias)  # (B, C, h, w)
         fmap = self.backbone.forward_features(network_range(view))  # (B, D, h', w')
         pooled = fmap.amax(dim=(2, 3)) if self.pool == "max" else fmap.mean(dim=(2, 3))  # (B, D)
         return Output(logits=self.head(self.drop(pooled)))

@@ -19,9 +19,10 @@ from torch import Tensor, nn
 
 from ..backbones import Backbone, create_backbone
 from ..errors import FoveateError
-from ..geometry import Grid, patch_view, take_patches
+from ..geometry import Grid
 from ..layers import CrossAttentionPool, sinusoid_encoding
-from .common import check_image, class_targets, network_range
+from ..sources.region import RegionSource, as_source
+from .common import class_targets, network_range
 from .output import Glimpses, Output
 from .registry import register_model
 
@@ -87,40 +88,39 @@ class IPS(nn.Module):
         return Grid.tiles(height, width, self.patch_size, self.stride)
 
     # -- forward --------------------------------------------------------------------------
-    def forward(self, x: Tensor, locations: int | None = None) -> Output:
-        """x: (B, C, H, W) in [0, 1], full resolution. locations: M (default: as built)."""
+    def forward(self, x: Tensor | RegionSource, locations: int | None = None) -> Output:
+        """x: (B, C, H, W) in [0, 1] at full resolution, or a `RegionSource` (read one chunk of
+        tiles at a time, so a file source never holds the whole image). locations: M (default: as built)."""
         m = self.default_locations if locations is None else self.budget(locations)
-        height, width = check_image(x, self.in_chans, min_side=self.patch_size, what="the patch size")
+        src = as_source(x, self.in_chans, self.patch_size, "the patch size")
+        (height, width), b, device = src.size, src.batch, src.device
         grid = self.grid(height, width)
         n = grid.num_cells
         if m > n:
             raise FoveateError(f"locations={m} is impossible: a {width}x{height} image has {n} patches of "
                                f"{self.patch_size} px at stride {self.stride}")
-        pad = (max(0, grid.h.pad_before, grid.h.pad_after), max(0, grid.w.pad_before, grid.w.pad_after))
-        view = patch_view(x, grid.cell_size, pad)  # (B, C, H', W', P, P), built once
         # A random scan order in training breaks ties (e.g. in empty regions) differently each step.
-        perm = torch.randperm(n, device=x.device) if self.training else torch.arange(n, device=x.device)
+        perm = torch.randperm(n, device=device) if self.training else torch.arange(n, device=device)
 
         # Scan without gradient and with BatchNorm/dropout in eval mode, so that a patch's score
         # does not depend on which chunk it shares a backbone call with.
         with torch.no_grad(), _eval_mode(self):
-            idx, z, heat = self._scan(view, grid, pad, perm, m)  # (B, M), (B, M, D), (B, N)
+            idx, z, heat = self._scan(src, grid, perm, m)  # (B, M), (B, M, D), (B, N)
         if self.training or torch.is_grad_enabled():
-            z = self._embed(view, grid, pad, idx)  # (B, M, D), with gradient and in the caller's mode
+            z = self._embed(src, grid, idx)  # (B, M, D), with gradient and in the caller's mode
         h, weights = self.aggregator(z)  # (B, T, D), (B, M)
         logits = self.head(h).mean(dim=1)  # (B, K)
 
-        b = x.shape[0]
-        boxes = grid.cell_boxes(x.device)[idx]  # (B, M, 4) full-resolution pixels
+        boxes = grid.cell_boxes(device)[idx]  # (B, M, 4) full-resolution pixels
         glimpses = Glimpses(level=1, boxes=boxes, probs=weights.detach(), chosen=torch.ones_like(idx, dtype=torch.bool),
                             heatmap=heat.reshape(b, grid.h.cells, grid.w.cells))
         return Output(logits=logits, trace=[glimpses])
 
-    def _embed(self, view: Tensor, grid: Grid, pad: tuple[int, int], idx: Tensor) -> Tensor:
+    def _embed(self, src: RegionSource, grid: Grid, idx: Tensor) -> Tensor:
         """Features (B, n, D) of patches idx (B, n) (cell indices i * g_w + j)."""
         b, n = idx.shape
         top, left = grid.cell_corners(idx)
-        patches = take_patches(view, top, left, pad)  # (B * n, C, P, P)
+        patches = src.crop(top, left, grid.cell_size)  # (B * n, C, P, P)
         _, pooled = self.backbone(network_range(patches))  # (B * n, D_backbone)
         z = self.project(pooled)  # (B * n, D)
         if self.pos_encoding:
@@ -129,22 +129,21 @@ class IPS(nn.Module):
             z = z + sinusoid_encoding(pos, z.shape[1]).to(z.dtype)
         return z.reshape(b, n, -1)
 
-    def _scan(self, view: Tensor, grid: Grid, pad: tuple[int, int], perm: Tensor,
-              m: int) -> tuple[Tensor, Tensor, Tensor]:
+    def _scan(self, src: RegionSource, grid: Grid, perm: Tensor, m: int) -> tuple[Tensor, Tensor, Tensor]:
         """Top-M patches by attention over a chunked pass: the first M patches of `perm`, then I
         more per step, each step re-ranking memory + chunk and keeping the best M.
 
         returns idx (B, M) cell indices in descending score order, their features (B, M, D), and
         (B, N) the score each patch got in the last step where it was a candidate.
         """
-        b, n = view.shape[0], grid.num_cells
-        heat = view.new_zeros(b, n)
+        b, n = src.batch, grid.num_cells
+        heat = torch.zeros(b, n, device=src.device)
         idx = perm.new_zeros(b, 0)
         z = None
         starts = [0, *range(m, n, self.chunk)]
         for start, end in zip(starts, [*starts[1:], n]):
             chunk = perm[start:end].expand(b, -1)  # (B, I), the same order for every image
-            new = self._embed(view, grid, pad, chunk)  # (B, I, D)
+            new = self._embed(src, grid, chunk)  # (B, I, D)
             z = new if z is None else torch.cat([z, new], dim=1)  # (B, M + I, D)
             idx = torch.cat([idx, chunk], dim=1)  # (B, M + I)
             _, scores = self.aggregator(z)  # (B, M + I), softmax over the candidates

@@ -16,10 +16,11 @@ from torch import Tensor, nn
 
 from ..backbones import Backbone, create_backbone
 from ..errors import FoveateError
-from ..geometry import Grid, child_boxes, crop_cells
+from ..geometry import Grid, child_boxes
 from ..layers import set_level, sinusoid_encoding, split_batchnorm_by_level
 from ..selection import RunningBaseline, reinforce_loss, topk_cells
-from .common import check_image, class_targets, downsample, network_range
+from ..sources.region import RegionSource, as_source
+from .common import class_targets, network_range
 from .output import Glimpses, Output
 from .registry import register_model
 
@@ -125,26 +126,23 @@ class TNet(nn.Module):
         """The grid of every selection step for an image of this size."""
         return _grids(height, width, tuple(self.grid_cells), tuple(self.overlap))
 
-    def _view(self, items: Tensor) -> Tensor:
-        """Resize to r x r and map [0, 1] pixels to [-1, 1]."""
-        r = self.base_resolution
-        return network_range(downsample(items, (r, r), self.antialias))
-
     # -- forward --------------------------------------------------------------------------
-    def forward(self, x: Tensor, locations: int | Sequence[int] | None = None) -> Output:
-        """x: (B, C, H, W) in [0, 1], full resolution. locations: k per step (default: as built)."""
+    def forward(self, x: Tensor | RegionSource, locations: int | Sequence[int] | None = None) -> Output:
+        """x: (B, C, H, W) in [0, 1] at full resolution, or a `RegionSource` (only the attended
+        cells are read, and the first view comes from a pyramid level if the source has one).
+        locations: k per step (default: as built)."""
         ks = self.default_locations if locations is None else self.budget(locations)
-        b = x.shape[0]
-        height, width = check_image(x, self.in_chans, self.base_resolution, "the model's base resolution")
+        src = as_source(x, self.in_chans, self.base_resolution, "the model's base resolution")
+        (height, width), b, r = src.size, src.batch, self.base_resolution
         grids = self.grids(height, width)
 
-        items = x  # (n_l, C, h_l, w_l), n_1 = B
-        boxes = x.new_tensor([[0.0, 0.0, width, height]]).expand(b, 4)  # (n_l, 4) full-res pixels
-        pos = x.new_zeros(b, 3)  # (n_l, 3): (y, x, level)
+        view = src.view((r, r), self.antialias)  # (n_l, C, r, r), n_1 = B
+        boxes = torch.tensor([[0.0, 0.0, width, height]], device=src.device).expand(b, 4)  # (n_l, 4) full-res px
+        pos = torch.zeros(b, 3, device=src.device)  # (n_l, 3): (y, x, level)
         feats, logps, trace = [], [], []
         for level in range(self.levels):
             set_level(self._level_norms, level)
-            fmap, pooled = self.backbone(self._view(items))  # (n, C_loc, h, w), (n, D)
+            fmap, pooled = self.backbone(network_range(view))  # (n, C_loc, h, w), (n, D)
             feat = self.fuse(torch.cat([pooled, sinusoid_encoding(pos, pooled.shape[1])], dim=1))
             feats.append(feat.reshape(b, -1, feat.shape[1]))  # (B, n_l / B, D)
             if level == self.levels - 1:
@@ -158,14 +156,15 @@ class TNet(nn.Module):
             trace.append(Glimpses(level + 1, candidates.reshape(b, -1, 4), probs.detach().reshape(b, -1),
                                   chosen.reshape(b, -1)))
             logps.append(torch.log(probs.gather(1, idx) + 1e-10).reshape(b, -1))  # one per child, in child order
-            items = crop_cells(items, grid, idx)  # (n*k, C, P_h, P_w): native pixels
-            boxes = candidates.gather(1, idx[..., None].expand(-1, -1, 4)).reshape(-1, 4)
+            boxes = candidates.gather(1, idx[..., None].expand(-1, -1, 4)).reshape(-1, 4)  # (n*k, 4), item-major
+            corners = boxes.reshape(b, -1, 4).long()  # (B, n*k/B, 4)
+            view = src.crop(corners[..., 1], corners[..., 0], grid.cell_size, (r, r), self.antialias)
             pos = _child_positions(pos, idx, grid, level + 1)
 
         features = torch.cat(feats, dim=1)  # (B, N, D), N = 1 + k_1 + k_1 k_2 + ...
         aux = self.head(self.head_drop(features))  # (B, N, K)
         logits = self.head(self.head_drop(features.mean(dim=1)))  # (B, K)
-        logp = torch.cat(logps, dim=1) if logps else x.new_zeros(b, 0)  # (B, N - 1)
+        logp = torch.cat(logps, dim=1) if logps else logits.new_zeros(b, 0)  # (B, N - 1)
         return Output(logits=logits, aux_logits=aux, trace=trace, extras={"logp": logp})
 
     # -- training objective -----------------------------------------------------------------

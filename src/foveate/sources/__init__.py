@@ -1,4 +1,7 @@
-"""Where images come from: files on disk, loaded as float tensors."""
+"""Where images come from: every model reads through a `RegionSource` (by region, at the resolution
+it needs); files are loaded by `load_image` or opened lazily as sources."""
 from .image import image_files, load_image, pil_to_tensor
+from .region import RegionSource, TensorSource, as_source, build_pyramid, pyramid_sizes
 
-__all__ = ["image_files", "load_image", "pil_to_tensor"]
+__all__ = ["RegionSource", "TensorSource", "as_source", "build_pyramid", "image_files", "load_image",
+           "pil_to_tensor", "pyramid_sizes"]
