@@ -177,3 +177,38 @@ def bagnet77_lowd(**kwargs) -> BagNet:
         if key in kwargs:
             raise FoveateError(f"bagnet77_lowd fixes {key}; use backbone 'bagnet' for another layout")
     return BagNet(blocks=(3, 4, 6, 3), strides=(2, 2, 2, 1), kernel3=(2, 2, 2, 2), stem=(3,), **kwargs)
+
+
+_PUBLIC_BAGNET_KERNEL3 = {9: (1, 1, 0, 0), 17: (1, 1, 1, 0), 33: (1, 1, 1, 1)}
+
+
+def _public_bagnet(rf: int, kwargs: dict) -> BagNet:
+    """Brendel & Bethge's public BagNet-9/17/33: ResNet-50 groups [3,4,6,3], strides [2,2,2,1],
+    a 3x3 middle conv only in the first block of the first 2/3/4 groups, stem 1x1 then 3x3 (64),
+    shortcut cropped at the bottom/right ("corner", as their code), no low-d bottleneck; stride 8.
+    num_classes=k adds the per-cell 1x1 logits (their fc after average pooling is the same linear
+    map applied to every cell, then averaged)."""
+    for key in ("blocks", "strides", "kernel3", "stem"):
+        if key in kwargs:
+            raise FoveateError(f"bagnet{rf} fixes {key}; use backbone 'bagnet' for another layout")
+    kwargs = {"lowd": 0, "crop": "corner", **kwargs}
+    return BagNet(blocks=(3, 4, 6, 3), strides=(2, 2, 2, 1), kernel3=_PUBLIC_BAGNET_KERNEL3[rf], stem=(1, 3),
+                  **kwargs)
+
+
+@register_backbone("bagnet9")
+def bagnet9(**kwargs) -> BagNet:
+    """BagNet-9: RF 9, stride 8 (27x27 cells for 224 px)."""
+    return _public_bagnet(9, kwargs)
+
+
+@register_backbone("bagnet17")
+def bagnet17(**kwargs) -> BagNet:
+    """BagNet-17: RF 17, stride 8 (26x26 cells for 224 px)."""
+    return _public_bagnet(17, kwargs)
+
+
+@register_backbone("bagnet33")
+def bagnet33(**kwargs) -> BagNet:
+    """BagNet-33: RF 33, stride 8 (24x24 cells for 224 px)."""
+    return _public_bagnet(33, kwargs)
