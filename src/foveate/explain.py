@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from matplotlib import colormaps
 from matplotlib.collections import PatchCollection
 from matplotlib.figure import Figure
@@ -21,6 +20,7 @@ from torch import Tensor
 
 from .errors import FoveateError
 from .fileio import atomic_save_figure
+from .sources.region import RegionSource, TensorSource
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -47,23 +47,21 @@ def display_size(height: int, width: int, max_side: int) -> tuple[int, int]:
     return height * f, width * f
 
 
-def _display_pixels(image: Tensor, height: int, width: int) -> Tensor:
-    """(C, H, W) -> (h, w) or (h, w, 3) float in [0, 1]. Area averaging reads each source
-    pixel once, so a 6000x6000 image shrinks quickly; enlarging is left to nearest-neighbour
-    drawing."""
-    x = image.detach().to("cpu", torch.float32)
-    if height * width < x.shape[1] * x.shape[2]:
-        x = F.interpolate(x[None], size=(height, width), mode="area")[0]
-    x = x.clamp(0.0, 1.0)
+def _display_pixels(src: RegionSource, height: int, width: int) -> Tensor:
+    """The image at (h, w) -> (h, w) or (h, w, 3) float in [0, 1]. Shrinking reads a pyramid
+    level when the source has one (a gigapixel file is never decoded whole to draw it);
+    enlarging is left to nearest-neighbour drawing."""
+    size = (height, width) if height * width < src.size[0] * src.size[1] else src.size
+    x = src.view(size)[0].detach().to("cpu", torch.float32).clamp(0.0, 1.0)
     return x[0] if x.shape[0] == 1 else x.permute(1, 2, 0)
 
 
-def draw_trace(image: Tensor, output: Output, index: int, path: str | os.PathLike[str],
+def draw_trace(image: Tensor | RegionSource, output: Output, index: int, path: str | os.PathLike[str],
                title: str | None = None, max_side: int = 1200, show_candidates: bool = False) -> None:
     """Write a PNG of `image` with the regions the model read, one colour per level.
 
     image: (C, H, W), C = 1 or 3, values in [0, 1], the full-resolution input of batch item
-    `index` of `output` (trace boxes are in its pixels). Each chosen box is outlined in its
+    `index` of `output` (trace boxes are in its pixels), or a `RegionSource` of that one image. Each chosen box is outlined in its
     level's colour (clipped to the image) and labelled with its selection probability (the
     MAX_LABELS most probable of the level only, when it read more);
     show_candidates adds faint outlines of the candidates that were not read.
@@ -77,8 +75,12 @@ def draw_trace(image: Tensor, output: Output, index: int, path: str | os.PathLik
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise FoveateError(f"{path}: draw_trace writes PNG; use a .png file name")
-    if image.dim() != 3 or image.shape[0] not in (1, 3):
+    if isinstance(image, RegionSource):
+        src = image
+    elif image.dim() != 3 or image.shape[0] not in (1, 3):
         raise FoveateError(f"{path}: image must be (1 or 3, H, W), got {tuple(image.shape)}")
+    else:
+        src = TensorSource(image[None])
     batch = output.logits.shape[0]
     if not 0 <= index < batch:
         raise FoveateError(f"{path}: index {index} is outside the batch of {batch}")
@@ -87,7 +89,7 @@ def draw_trace(image: Tensor, output: Output, index: int, path: str | os.PathLik
         if hm is not None and (hm.dim() != 3 or hm.shape[0] != batch or hm.shape[1] < 1 or hm.shape[2] < 1):
             raise FoveateError(f"{path}: level {g.level} heatmap must be ({batch}, h, w) like the "
                                f"batch, got {tuple(hm.shape)}")
-    _, height, width = image.shape
+    height, width = src.size
     h, w = display_size(height, width, max_side)
     top = BAND_PX if title else 0
     bottom = BAND_PX if output.trace else 0
@@ -98,7 +100,7 @@ def draw_trace(image: Tensor, output: Output, index: int, path: str | os.PathLik
         ax = fig.add_axes((0.0, bottom / total, 1.0, h / total))
         ax.set_axis_off()
         # extent in full-resolution pixels: boxes are drawn in their own coordinates.
-        ax.imshow(_display_pixels(image, h, w).numpy(), cmap="gray", vmin=0.0, vmax=1.0,
+        ax.imshow(_display_pixels(src, h, w).numpy(), cmap="gray", vmin=0.0, vmax=1.0,
                   interpolation="nearest", extent=(0, width, height, 0))
         ax.set_xlim(0, width)
         ax.set_ylim(height, 0)

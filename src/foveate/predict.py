@@ -10,6 +10,7 @@ from torch import Tensor
 
 from .errors import FoveateError
 from .models import Output
+from .sources.region import RegionSource, TensorSource
 
 
 @dataclass
@@ -20,7 +21,7 @@ class Prediction:
     label: int
     probs: Tensor
     output: Output
-    image: Tensor  # (C, H, W) in [0, 1], as the model saw it
+    image: RegionSource  # the image as the model read it (one image; `view(size)` draws it)
 
     @property
     def probability(self) -> float:
@@ -75,12 +76,25 @@ class Predictor:
                                "the model expects [0, 1]")
         return image
 
+    def as_source(self, image) -> RegionSource:
+        """A path (opened lazily where the format allows: tiled/pyramidal TIFF, OpenSlide) or
+        anything `as_tensor` takes -> a source of one image on the model's device."""
+        if isinstance(image, RegionSource):
+            return image
+        if isinstance(image, (str, Path)):
+            from .sources import open_source
+
+            return open_source(image, self.in_chans, allow_large=self.allow_large, device=str(self.device))
+        return TensorSource(self.as_tensor(image)[None].to(self.device))
+
     @torch.no_grad()
     def predict(self, image, locations=None) -> Prediction:
-        x = self.as_tensor(image)
-        out = self.model(x[None].to(self.device), locations=locations)
+        src = self.as_source(image)
+        if src.batch != 1:
+            raise FoveateError(f"{src.name}: predict takes one image, got a batch of {src.batch}")
+        out = self.model(src, locations=locations)
         probs = out.probabilities()[0].cpu()
-        return Prediction(label=int(probs.argmax()), probs=probs, output=out, image=x)
+        return Prediction(label=int(probs.argmax()), probs=probs, output=out, image=src)
 
 
 def load(checkpoint: str | Path, device: str | torch.device = "cpu") -> Predictor:

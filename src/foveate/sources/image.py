@@ -20,7 +20,9 @@ from torch import Tensor
 
 from ..errors import FoveateError
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
+# plain formats, TIFF (tiled/pyramidal read lazily) and the OpenSlide formats (with the optional extra)
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".btf", ".tf8", ".bmp", ".webp",
+                              ".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif"})
 LARGE_IMAGE_PIXELS = 2**34  # the per-call bomb limit with allow_large=True (16 Gpixel)
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, the weights of Pillow's "L"
 _ALPHA_MODES = {"LA": 1, "La": 1, "RGBA": 3, "RGBa": 3}  # mode -> colour bands before alpha
