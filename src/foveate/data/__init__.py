@@ -1,5 +1,13 @@
-"""Data sets: MNIST digit pools and the Megapixel MNIST benchmark."""
+"""Data sets: MNIST digit pools, the Megapixel MNIST benchmark, and labelled image files (folder, CSV, fMoW)."""
 from .datamodule import MegapixelMNISTDataModule
+from .fmow import FMOW_CLASSES, FMoWDataModule, FMoWDataset
+from .folder import (
+    CSVDataModule,
+    FolderDataModule,
+    ImageDataModule,
+    ImageDataset,
+    ImageRecord,
+)
 from .megapixel_mnist import (
     LABELS,
     PROFILES,
@@ -10,6 +18,13 @@ from .megapixel_mnist import (
     write_megapixel_mnist,
 )
 from .mnist import DigitPool, load_digits, read_idx
+from .views import ViewConfig
 
-__all__ = ["LABELS", "PROFILES", "DigitPool", "MegapixelConfig", "MegapixelMNIST", "MegapixelMNISTDataModule",
-           "MegapixelRenderer", "MegapixelSample", "load_digits", "read_idx", "write_megapixel_mnist"]
+# data.name -> data module (foveate.training.create_datamodule)
+DATA_MODULES = {"megapixel_mnist": MegapixelMNISTDataModule, "folder": FolderDataModule, "csv": CSVDataModule,
+                "fmow": FMoWDataModule}
+
+__all__ = ["DATA_MODULES", "FMOW_CLASSES", "LABELS", "PROFILES", "CSVDataModule", "DigitPool", "FMoWDataModule",
+           "FMoWDataset", "FolderDataModule", "ImageDataModule", "ImageDataset", "ImageRecord", "MegapixelConfig",
+           "MegapixelMNIST", "MegapixelMNISTDataModule", "MegapixelRenderer", "MegapixelSample", "ViewConfig",
+           "load_digits", "read_idx", "write_megapixel_mnist"]

@@ -30,17 +30,30 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def create_datamodule(cfg: dict[str, Any], seed: int = 0) -> L.LightningDataModule:
-    from ..data import MegapixelMNISTDataModule
+    from ..data import DATA_MODULES
 
     cfg = dict(cfg)
     name = cfg.pop("name", "megapixel_mnist")
-    if name != "megapixel_mnist":
-        raise FoveateError(f"unknown data set {name!r}; known: megapixel_mnist")
+    if name not in DATA_MODULES:
+        raise FoveateError(f"unknown data set {name!r}; known: {', '.join(DATA_MODULES)}")
     cfg.setdefault("seed", seed)
     try:
-        return MegapixelMNISTDataModule(**cfg)
+        return DATA_MODULES[name](**cfg)
     except TypeError as e:
         raise FoveateError(f"bad data arguments: {e}") from None
+
+
+def with_classes(cfg: dict[str, Any], data: L.LightningDataModule) -> dict[str, Any]:
+    """Record the data's class names (data.classes) in the config the checkpoint keeps, so test and
+    predict use the same index -> name map; model.num_classes defaults to their number."""
+    classes = getattr(data, "classes", None)
+    if not isinstance(classes, list):
+        return cfg
+    model = dict(cfg["model"])
+    model.setdefault("num_classes", len(classes))
+    if model["num_classes"] != len(classes):
+        raise FoveateError(f"model.num_classes is {model['num_classes']} but the data has {len(classes)} classes")
+    return {**cfg, "model": model, "data": {**cfg.get("data", {}), "classes": classes}}
 
 
 def _trainer(cfg: dict[str, Any], out_dir: Path, **overrides) -> L.Trainer:
@@ -74,10 +87,11 @@ def fit(cfg: dict[str, Any], resume: str | None = None) -> dict[str, Any]:
     seed = int(cfg.get("seed", 0))
     L.seed_everything(seed, workers=True, verbose=False)
     out_dir = Path(cfg.get("output_dir", "runs/experiment"))
+    data = create_datamodule(cfg.get("data", {}), seed)
+    cfg = with_classes(cfg, data)
     module = HardAttentionModule(cfg)
     if cfg.get("init_from"):
         init_weights(module, cfg["init_from"])
-    data = create_datamodule(cfg.get("data", {}), seed)
     trainer = _trainer(cfg, out_dir)
     ckpt_path = None
     if resume == "auto":
