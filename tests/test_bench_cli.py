@@ -186,12 +186,16 @@ def test_scaling_round_trip(ckpts, config, tmp_path, capsys):
                              "--sides", "288", "144", "--latency-images", "2", "--warmup", "1", "--threads", "1",
                              "--no-memory", "--out", str(out)], capsys)
     assert code == 0, err
-    assert table_rows(stdout) == [("tnet", "none"), ("tnet", "none"), ("fullres_cnn", "none"),
-                                  ("fullres_cnn", "none")]
+    names = ["tnet", "fullres_cnn", "tnet@pyramid", "fullres_cnn@pyramid"]
+    assert table_rows(stdout) == [(name, "none") for name in names for _ in range(2)]
     results = json.loads((out / "scaling.json").read_text())
     rows = results["rows"]
-    assert [(r["model"], r["side"]) for r in rows] == [("tnet", 144), ("fullres_cnn", 144), ("tnet", 288),
-                                                       ("fullres_cnn", 288)]
+    assert [(r["model"], r["side"]) for r in rows] == [(name, side) for side in (144, 288) for name in names]
+    cost = {(r["model"], r["side"]): (r["gflops"], r["allocator_peak_mib"]) for r in rows}
+    # through a pyramid TNet's work is the same at both sides; from the decoded canvas its view is
+    # resized from every pixel, so its memory grows
+    assert cost["tnet@pyramid", 288] == pytest.approx(cost["tnet@pyramid", 144], rel=1e-6)
+    assert cost["tnet", 288][1] > 2 * cost["tnet", 144][1]
     assert all(r["error"] is None and r["memory"] is None and r["latency_ms"]["median"] > 0 for r in rows)
     full = {r["side"]: r for r in rows if r["model"] == "fullres_cnn"}
     assert full[288]["gflops"] == pytest.approx(4 * full[144]["gflops"], rel=0.05)  # O(pixels)
@@ -200,6 +204,6 @@ def test_scaling_round_trip(ckpts, config, tmp_path, capsys):
     with open(out / "scaling.csv", newline="") as f:
         table = list(csv.DictReader(f))
     assert list(table[0])[:5] == ["model", "locations", "side", "pixels", "latency_ms_median"]
-    assert len(table) == 4 and table[0]["memory_added_mib"] == ""
+    assert len(table) == 8 and table[0]["memory_added_mib"] == ""
     assert valid_png(out / "scaling.png") and (out / "scaling.md").read_text() == stdout
     assert "not measured in this run" in stdout and "Allocator peak" in stdout

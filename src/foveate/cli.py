@@ -118,7 +118,7 @@ def cmd_bench(args) -> int:
     budgets = _locations(args.locations)
     if args.scaling:
         settings = ScalingSettings(sides=args.sides, images=args.latency_images or 5, warmup=args.warmup,
-                                   threads=args.threads, memory=not args.no_memory)
+                                   threads=args.threads, memory=not args.no_memory, inputs=tuple(args.inputs))
         _, table, files = scaling(args.checkpoints, args.data, budgets, args.out or "runs/bench_scaling", settings,
                                   args.set, command, log)
     else:
@@ -207,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scaling", action="store_true", help="cost per image against canvas side, same content")
     s.add_argument("--sides", nargs="+", type=_positive, default=[1500, 3000, 6000], metavar="PX",
                    help="canvas sides for --scaling (default 1500 3000 6000)")
+    s.add_argument("--inputs", nargs="+", choices=["tensor", "pyramid"], default=["tensor", "pyramid"],
+                   help="--scaling: call models with the decoded canvas (tensor) and/or through a 2x pyramid "
+                        "source (pyramid, as a pyramidal file is read); default both")
     s.add_argument("--latency-images", type=_positive, default=None,
                    help="images timed per row (default 20; --scaling: canvases per side, default 5)")
     s.add_argument("--batch", type=_positive, default=16, help="batch size of the second latency column (1: none)")

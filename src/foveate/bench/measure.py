@@ -21,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import FoveateError
 from ..models import Output
+from ..sources.region import RegionSource
 
 Budget = int | list[int] | None
 
@@ -144,8 +145,8 @@ class _TotalFlopCounter(FlopCounterMode):
         self.mod_tracker = _NoModuleTracker()
 
 
-def flops(model: nn.Module, image: Tensor, k: Budget) -> dict[str, Any]:
-    """FLOPs of one forward of `image` (C, H, W) at batch 1 and budget `k`.
+def flops(model: nn.Module, image: Tensor | RegionSource, k: Budget) -> dict[str, Any]:
+    """FLOPs of one forward of `image` (C, H, W) (or a source of one image) at batch 1 and budget `k`.
 
     torch.utils.flop_counter.FlopCounterMode counts matrix products and convolutions as 2 x MACs
     (its convention). Operations it ignores that do real arithmetic on pixels -- resampling
@@ -156,7 +157,7 @@ def flops(model: nn.Module, image: Tensor, k: Budget) -> dict[str, Any]:
     Returns GFLOPs in all, the resampling part, and FLOPs per aten op.
     """
     with torch.inference_mode(), _TotalFlopCounter(RESAMPLING_FLOPS) as counter:
-        model(image[None], locations=k)
+        model(image if isinstance(image, RegionSource) else image[None], locations=k)
     by_op = counter.get_flop_counts().get("Global", {})
     resampling = sum(v for op, v in by_op.items() if op in RESAMPLING_FLOPS)
     return {"gflops": counter.get_total_flops() / 1e9, "gflops_resampling": resampling / 1e9,
@@ -179,7 +180,7 @@ def time_forwards(model: nn.Module, make_batch: Callable[[int], Tensor], count: 
             x = make_batch(j)
             start = time.perf_counter()
             out = model(x, locations=k)
-            seconds.append((time.perf_counter() - start) / len(x))
+            seconds.append((time.perf_counter() - start) / (x.batch if isinstance(x, RegionSource) else len(x)))
             outputs.append(out)
     return seconds, outputs
 

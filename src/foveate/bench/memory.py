@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import FoveateError
+from ..sources.region import TensorSource
 from .measure import Budget, budget_name
 
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024 if hasattr(os, "sysconf") else 4
@@ -75,7 +76,9 @@ def probe(spec: dict[str, Any]) -> dict[str, Any]:
         importlib.import_module(module)
     torch.set_num_threads(int(spec["threads"]))
     model = load_entry(spec["checkpoint"], spec.get("model_attrs")).model
-    image = torch.load(spec["image"], weights_only=True)[None]
+    saved = torch.load(spec["image"], weights_only=True)
+    # a list is a pyramid (full resolution first): the model reads it through a source
+    image = TensorSource(saved[0][None], [t[None] for t in saved[1:]]) if isinstance(saved, list) else saved[None]
     k, forwards = spec["locations"], int(spec["forwards"])
     cold = added_by_forwards(model, image, k, forwards)
     return {**cold, "warm": added_by_forwards(model, image, k, forwards)}
@@ -86,9 +89,10 @@ def _child_main() -> None:
     print(json.dumps(probe(json.loads(sys.argv[1]))))
 
 
-def peak_memory(checkpoint: str | Path, image: Tensor, k: Budget, threads: int = 2, forwards: int = 3,
+def peak_memory(checkpoint: str | Path, image: Tensor | list[Tensor], k: Budget, threads: int = 2, forwards: int = 3,
                 imports: Sequence[str] = (), model_attrs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Peak inference memory of the model in `checkpoint` at budget `k` on `image` (C, H, W), in a
+    """Peak inference memory of the model in `checkpoint` at budget `k` on `image` (C, H, W) (or a
+    pyramid: a list of (C, H_l, W_l) levels, full resolution first, read as a `TensorSource`), in a
     fresh process (see the module docstring). Returns {"added_mib", "rss_before_mib", "peak_mib",
     "peak_reset", "warm": {...}}; "added_mib" is the number to report.
 
@@ -97,7 +101,8 @@ def peak_memory(checkpoint: str | Path, image: Tensor, k: Budget, threads: int =
     """
     with tempfile.TemporaryDirectory(prefix="foveate-memory-") as tmp:
         path = Path(tmp) / "image.pt"
-        torch.save(image.detach().cpu().clone(), path)
+        torch.save([t.detach().cpu().clone() for t in image] if isinstance(image, list)
+                   else image.detach().cpu().clone(), path)
         spec = {"checkpoint": str(Path(checkpoint).resolve()), "image": str(path), "locations": k,
                 "threads": threads, "forwards": forwards, "imports": list(imports), "model_attrs": model_attrs,
                 "sys_path": [p for p in sys.path if p]}

@@ -36,6 +36,7 @@ from ..config import apply_overrides
 from ..data.megapixel_mnist import DIGIT_SIZE, Layout, MegapixelRenderer, split_id
 from ..errors import FoveateError
 from ..profiling import peak_memory as allocator_peak
+from ..sources.region import TensorSource, build_pyramid
 from ..training.checkpoint import read_checkpoint
 from .compare import plan_entries, read_data_config
 from .engine import environment, load_entry, prepare_inference, test_data
@@ -52,6 +53,7 @@ from .memory import peak_memory as rss_peak
 from .report import write_csv, write_results
 
 DEFAULT_SIDES = (1500, 3000, 6000)
+INPUTS = ("tensor", "pyramid")
 
 
 @dataclass
@@ -59,7 +61,11 @@ class ScalingSettings:
     """sides: canvas sides in px (square); the content is laid out at the smallest.
     images: distinct canvases, each timed once per side after `warmup` untimed forwards.
     threads: torch CPU threads. memory: run the fresh-process RSS probe (slow: one process per
-    model and side); probe_forwards: forwards per round of the probe."""
+    model and side); probe_forwards: forwards per round of the probe.
+    inputs: how the model gets each canvas: "tensor" (the decoded full-resolution array, so every
+    low-resolution view is resized from all pixels) and/or "pyramid" (a `TensorSource` with 2x
+    pyramid levels built beforehand, as a pyramidal file stores them: views come from a level).
+    Rows of pyramid input are named MODEL@pyramid."""
 
     sides: tuple[int, ...] = DEFAULT_SIDES
     images: int = 5
@@ -67,9 +73,13 @@ class ScalingSettings:
     threads: int = 2
     memory: bool = True
     probe_forwards: int = 1
+    inputs: tuple[str, ...] = ("tensor", "pyramid")
 
     def __post_init__(self) -> None:
         self.sides = tuple(sorted({int(s) for s in self.sides}))
+        self.inputs = tuple(dict.fromkeys(self.inputs))
+        if not self.inputs or set(self.inputs) - set(INPUTS):
+            raise FoveateError(f"scaling inputs must be among {', '.join(INPUTS)}, got {', '.join(self.inputs) or 'none'}")
         if not self.sides or self.images < 1 or self.warmup < 0 or self.threads < 1 or self.probe_forwards < 1:
             raise FoveateError("scaling settings: give at least one side; images, threads and probe_forwards "
                                "must be >= 1, warmup >= 0")
@@ -113,24 +123,37 @@ def _as_input(canvas: np.ndarray, channels: int) -> torch.Tensor:
     return x.expand(channels, -1, -1).contiguous() if channels > 1 else x
 
 
+def _levels(x: torch.Tensor) -> list[torch.Tensor]:
+    """(C, H, W) -> the pyramid [(C, H, W), (C, H/2, W/2), ...] a pyramidal file would hold."""
+    return [x, *(t[0] for t in build_pyramid(x[None]))]
+
+
+def _model_input(x: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | TensorSource:
+    """What the model is called with: a (1, C, H, W) batch, or a source over a pyramid."""
+    if isinstance(x, list):
+        return TensorSource(x[0][None], [t[None] for t in x[1:]], name="<pyramid>")
+    return x[None]
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return (text[0] if text else type(e).__name__)[:300]
 
 
 # -- the run --------------------------------------------------------------------------------
-def measure_side(row: dict[str, Any], model: torch.nn.Module, images: Sequence[np.ndarray], k: Budget,
-                 channels: int, settings: ScalingSettings) -> float:
-    """Fill row's latency_ms, gflops and allocator_peak_mib for `model` at budget `k` on `images`
-    (uint8 canvases of one side); returns the % of the CPUs other processes used while timing."""
-    def batch(j: int) -> torch.Tensor:
-        return _as_input(images[j], channels)[None]
+def measure_side(row: dict[str, Any], model: torch.nn.Module, inputs: Sequence[torch.Tensor | list[torch.Tensor]],
+                 k: Budget, settings: ScalingSettings) -> float:
+    """Fill row's latency_ms, gflops and allocator_peak_mib for `model` at budget `k` on `inputs`
+    (canvases of one side, (C, H, W) or pyramids); returns the % of the CPUs other processes used
+    while timing."""
+    def batch(j: int) -> torch.Tensor | TensorSource:
+        return _model_input(inputs[j])
 
     (seconds, _), busy = measure_with_others_cpu(
-        lambda: time_forwards(model, batch, len(images), k, settings.warmup))
+        lambda: time_forwards(model, batch, len(inputs), k, settings.warmup))
     row["latency_ms"] = median_iqr_ms(seconds)
     x = batch(0)
-    row["gflops"] = flops(model, x[0], k)["gflops"]
+    row["gflops"] = flops(model, x if isinstance(x, TensorSource) else x[0], k)["gflops"]
     with torch.inference_mode():
         row["allocator_peak_mib"] = allocator_peak(lambda: model(x, locations=k)) / 2**20
     return busy
@@ -165,46 +188,57 @@ def run_scaling(checkpoints: Sequence[str | Path], data: dict[str, Any], seed: i
     rows, others = [], 0.0
     for side in settings.sides:
         log(f"rendering {settings.images} canvases of {side}x{side} px")
-        images = [canvases.render(side, i) for i in range(settings.images)]
-        for e in entries:
-            model = modules[e.name].model
-            module_name = type(model).__module__
-            imports = [] if module_name.split(".")[0] == "foveate" else [module_name]
-            for k in e.budgets:
-                log(f"{e.name} at locations={budget_name(k)}, side {side}: latency, FLOPs, allocator peak")
-                row: dict[str, Any] = {"model": e.name, "locations": k, "budget": budget_name(k), "side": side,
-                                       "pixels": side * side, "latency_ms": None, "gflops": None,
-                                       "allocator_peak_mib": None, "memory": None, "memory_error": None,
-                                       "error": None}
-                try:
-                    others = max(others, measure_side(row, model, images, k, channels, settings))
-                except (RuntimeError, MemoryError, FoveateError) as err:
-                    row["error"] = _first_line(err)
-                    log(f"{e.name} at side {side}: failed ({row['error']})")
-                if settings.memory and not row["error"]:
-                    log(f"{e.name} at locations={budget_name(k)}, side {side}: peak memory (fresh process)")
+        tensors = [_as_input(canvases.render(side, i), channels) for i in range(settings.images)]
+        for kind in settings.inputs:
+            # pyramids are built before timing: a pyramidal file stores its levels
+            inputs = tensors if kind == "tensor" else [_levels(x) for x in tensors]
+            for e in entries:
+                name = _row_name(e.name, kind)
+                model = modules[e.name].model
+                module_name = type(model).__module__
+                imports = [] if module_name.split(".")[0] == "foveate" else [module_name]
+                for k in e.budgets:
+                    log(f"{name} at locations={budget_name(k)}, side {side}: latency, FLOPs, allocator peak")
+                    row: dict[str, Any] = {"model": name, "input": kind, "locations": k, "budget": budget_name(k),
+                                           "side": side, "pixels": side * side, "latency_ms": None, "gflops": None,
+                                           "allocator_peak_mib": None, "memory": None, "memory_error": None,
+                                           "error": None}
                     try:
-                        row["memory"] = rss_peak(e.checkpoint, _as_input(images[0], channels), k, settings.threads,
-                                                 settings.probe_forwards, imports)
-                    except FoveateError as err:  # e.g. the fresh process was killed for lack of memory
-                        row["memory_error"] = _first_line(err)
-                        log(f"{e.name} at side {side}: {row['memory_error']}")
-                rows.append(row)
-        del images
+                        others = max(others, measure_side(row, model, inputs, k, settings))
+                    except (RuntimeError, MemoryError, FoveateError) as err:
+                        row["error"] = _first_line(err)
+                        log(f"{name} at side {side}: failed ({row['error']})")
+                    if settings.memory and not row["error"]:
+                        log(f"{name} at locations={budget_name(k)}, side {side}: peak memory (fresh process)")
+                        try:
+                            row["memory"] = rss_peak(e.checkpoint, inputs[0], k, settings.threads,
+                                                     settings.probe_forwards, imports)
+                        except FoveateError as err:  # e.g. the fresh process was killed for lack of memory
+                            row["memory_error"] = _first_line(err)
+                            log(f"{name} at side {side}: {row['memory_error']}")
+                    rows.append(row)
+            del inputs
+        del tensors
     _add_ratios(rows)
 
     models = {}
-    for e in entries:
-        config = read_checkpoint(e.checkpoint)["hyper_parameters"]["config"]
-        models[e.name] = {"checkpoint": e.checkpoint, "model": config["model"],
-                          "parameters": sum(p.numel() for p in modules[e.name].model.parameters()),
-                          "reads_full_image": bool(getattr(modules[e.name].model, "reads_full_image", False)),
-                          "budgets": e.budgets}
+    for kind in settings.inputs:
+        for e in entries:
+            config = read_checkpoint(e.checkpoint)["hyper_parameters"]["config"]
+            models[_row_name(e.name, kind)] = {
+                "checkpoint": e.checkpoint, "model": config["model"], "input": kind,
+                "parameters": sum(p.numel() for p in modules[e.name].model.parameters()),
+                "reads_full_image": bool(getattr(modules[e.name].model, "reads_full_image", False)),
+                "budgets": e.budgets}
     source = {**test_data(data, seed), "n_test": settings.images, "base_side": base}
     source.pop("canvas_size", None)
     header = {"data": source, "task": task, "models": models, "settings": asdict(settings),
               "environment": environment(), "other_cpu_pct": others}
     return {"header": header, "rows": rows}
+
+
+def _row_name(model: str, kind: str) -> str:
+    return model if kind == "tensor" else f"{model}@{kind}"
 
 
 def _add_ratios(rows: list[dict[str, Any]]) -> None:
@@ -275,6 +309,11 @@ def markdown_scaling(results: dict[str, Any], title: str = "Cost against image s
          f"threads, batch 1, one forward of each of the {s['images']} canvases after {s['warmup']} untimed "
          "warm-up forwards (rendering and conversion to float excluded); median ± interquartile range. "
          "× smallest side: median over the median of the same model at the smallest side."),
+        ("Input: MODEL is called with the decoded full-resolution canvas (a (1, C, S, S) tensor), so any "
+         "low-resolution view is resized from every pixel; MODEL@pyramid reads the same canvas through a "
+         "`foveate.sources.TensorSource` holding 2x pyramid levels (built before timing, as a pyramidal file "
+         "stores them), so a view comes from the coarsest sufficient level and only attended regions are "
+         "read at full resolution. Models that read every pixel cost the same either way."),
         ("GFLOPs/img: torch.utils.flop_counter.FlopCounterMode around one forward of the first canvas, "
          "FLOPs = 2 x MACs, plus the resampling estimate the benchmark adds (see `foveate bench`)."),
         ("Peak memory (fresh process): " + (
