@@ -9,6 +9,8 @@ Layout (every section optional except model):
     optim:   {lr: 0.001, weight_decay: 0, lr_drop_at: 0.8, lr_drop_factor: 0.1, precise_bn_batches: 20}
     trainer: {max_epochs: 10, accelerator: cpu, devices: 1, ...}   # lightning.Trainer kwargs
     eval:    {locations: [1, 2, 3, 5]}                 # budgets `foveate test` reports
+    stages:  [{name: a, model.stage: x, trainer: {max_time: ...}}, ...]   # optional: run in turn,
+                                                       # each from the previous one's last checkpoint
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import yaml
 
 from .errors import FoveateError
 
-SECTIONS = {"seed", "output_dir", "init_from", "model", "data", "optim", "trainer", "eval"}
+SECTIONS = {"seed", "output_dir", "init_from", "model", "data", "optim", "trainer", "eval", "stages"}
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -65,6 +67,8 @@ def validate(cfg: Any, source: str) -> dict[str, Any]:
     if unknown:
         raise FoveateError(f"{source}: unknown section(s) {', '.join(sorted(unknown))}; "
                            f"allowed: {', '.join(sorted(SECTIONS))}")
+    if cfg.get("stages") is not None and not (isinstance(cfg["stages"], list) and all(isinstance(s, dict) for s in cfg["stages"])):
+        raise FoveateError(f"{source}: stages must be a list of mappings (name and overrides per stage)")
     for section in ("model", "data", "optim", "trainer", "eval"):
         if section in cfg and not isinstance(cfg[section], dict):
             raise FoveateError(f"{source}: section {section!r} must be a mapping")

@@ -63,7 +63,8 @@ def draw_trace(image: Tensor | RegionSource, output: Output, index: int, path: s
     image: (C, H, W), C = 1 or 3, values in [0, 1], the full-resolution input of batch item
     `index` of `output` (trace boxes are in its pixels), or a `RegionSource` of that one image. Each chosen box is outlined in its
     level's colour (clipped to the image) and labelled with its selection probability (the
-    MAX_LABELS most probable of the level only, when it read more);
+    MAX_LABELS most probable of the level only, when it read more), prefixed by its reading
+    step ("2: 0.310") when the level records an `order`;
     show_candidates adds faint outlines of the candidates that were not read.
     A level with a `heatmap` (B, h, w) is drawn under the boxes as a HEATMAP_CMAP overlay over
     the whole image, normalised to this item's maximum, its opacity rising from 0 (clear) to
@@ -191,10 +192,17 @@ def _draw_level(ax: Axes, glimpses: Glimpses, index: int, color: str, width: int
         ax.add_collection(PatchCollection(rectangles(boxes[chosen]), facecolor="none",
                                           edgecolor=color, linewidth=1.8))
     boxes, probs = boxes[chosen], probs[chosen]
+    if glimpses.order is not None:  # read one after another: number the boxes "1: p", "2: p", ...
+        steps = glimpses.order[index].detach().to("cpu")[chosen]
+        seq = steps.argsort()
+        boxes, probs = boxes[seq], probs[seq]
+        labels = [f"{int(t)}: {_probability_label(p)}" for t, p in zip(steps[seq].tolist(), probs.tolist())]
+    else:
+        labels = [_probability_label(p) for p in probs.tolist()]
     if len(probs) > MAX_LABELS:  # label the most probable only, drawn in their original order
         keep = torch.topk(probs, MAX_LABELS).indices.sort().values
-        boxes, probs = boxes[keep], probs[keep]
-    for (x1, y1, _, _), p in zip(boxes.tolist(), probs.tolist()):
-        ax.annotate(_probability_label(p), (x1, y1), xytext=(2, -2), textcoords="offset points",
+        boxes, labels = boxes[keep], [labels[i] for i in keep.tolist()]
+    for (x1, y1, _, _), text in zip(boxes.tolist(), labels):
+        ax.annotate(text, (x1, y1), xytext=(2, -2), textcoords="offset points",
                     ha="left", va="top", fontsize=7, color=color, clip_on=True,
                     bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "alpha": 0.75, "linewidth": 0})

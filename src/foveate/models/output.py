@@ -17,6 +17,8 @@ class Glimpses:
     chosen: (B, C) bool, True where the region was read at the next level.
     heatmap: optional (B, h, w) attention over the whole image (row-major cells spanning it
             evenly), for models whose candidates are too many to list (ATS, IPS).
+    order:  optional (B, C) long, 1-based position of each read region in the reading sequence
+            (0: not read), for models that read one region after another (Saccader).
     """
 
     level: int
@@ -24,6 +26,7 @@ class Glimpses:
     probs: Tensor
     chosen: Tensor
     heatmap: Tensor | None = None
+    order: Tensor | None = None
 
     def chosen_boxes(self, b: int) -> tuple[Tensor, Tensor]:
         """Boxes (k, 4) and probabilities (k,) of the regions read for image `b`."""

@@ -83,7 +83,10 @@ def _trainer(cfg: dict[str, Any], out_dir: Path, **overrides) -> L.Trainer:
 
 
 def fit(cfg: dict[str, Any], resume: str | None = None) -> dict[str, Any]:
-    """Train; returns the final validation metrics and checkpoint paths."""
+    """Train; returns the final validation metrics and checkpoint paths. A config with `stages`
+    runs them one after another (`fit_stages`)."""
+    if cfg.get("stages"):
+        return fit_stages(cfg, resume)
     seed = int(cfg.get("seed", 0))
     L.seed_everything(seed, workers=True, verbose=False)
     out_dir = Path(cfg.get("output_dir", "runs/experiment"))
@@ -116,6 +119,55 @@ def fit(cfg: dict[str, Any], resume: str | None = None) -> dict[str, Any]:
         "steps": trainer.global_step,
         "output_dir": str(out_dir),
     }
+
+
+def fit_stages(cfg: dict[str, Any], resume: str | None = None) -> dict[str, Any]:
+    """A multi-stage recipe in one config: `stages` is a list of mappings, each a `name` and
+    overrides of the base config, as dotted keys (`model.stage: pretrain`) or nested sections
+    (`trainer: {max_time: ...}`). Stage i trains in OUTPUT_DIR/<name> from stage i-1's last
+    checkpoint (the first from the base `init_from`, if any). resume="auto" skips finished
+    stages (those that wrote stage.json) and resumes the first unfinished one from its last.ckpt.
+    Returns the last stage's result, with every stage's result under "stages"."""
+    import json
+    import time
+
+    from ..config import apply_overrides
+
+    base = {k: v for k, v in cfg.items() if k != "stages"}
+    root = Path(cfg.get("output_dir", "runs/experiment"))
+    if resume not in (None, "auto"):
+        raise FoveateError("a staged config resumes with --resume auto only (each stage has its own checkpoints)")
+    results: list[dict[str, Any]] = []
+    init_from = base.get("init_from")
+    for i, stage in enumerate(cfg["stages"]):
+        if not isinstance(stage, dict):
+            raise FoveateError(f"stages[{i}] must be a mapping of overrides, got {type(stage).__name__}")
+        stage = dict(stage)
+        name = str(stage.pop("name", f"stage{i + 1}"))
+        dotted = [f"{k}={json.dumps(v)}" for k, v in stage.items() if "." in k]
+        nested = {k: v for k, v in stage.items() if "." not in k}
+        stage_cfg = _merge(apply_overrides(base, dotted, f"stages[{i}]"), nested)
+        stage_cfg["output_dir"] = str(root / name)
+        stage_cfg["init_from"] = init_from
+        done = root / name / "stage.json"
+        if resume == "auto" and done.is_file():
+            result = json.loads(done.read_text())
+        else:
+            start = time.perf_counter()
+            result = fit(stage_cfg, resume=resume)
+            result.update(stage=name, minutes=(time.perf_counter() - start) / 60)
+            done.write_text(json.dumps(result, indent=1))
+        results.append(result)
+        init_from = result["last_checkpoint"]
+    return {**results[-1], "stages": results}
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Nested dicts merged key by key; other values replaced."""
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def init_weights(module: HardAttentionModule, checkpoint: str) -> None:
