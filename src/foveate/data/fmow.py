@@ -18,7 +18,8 @@ What TNet does on fMoW (see configs/tnet_fmow*.yaml), and what is optional here:
   (resize: stretch), horizontal flip and colour jitter; evaluation: the whole image resized to
   the square, no centre crop. The paper pre-shrinks images to a shorter side of 1,000 px; here
   each item is read once at the resolution the output needs, which has the same effect.
-JSON files are listed at construction (a missing one is an error then) but read per item.
+JSON files are listed at construction (a missing one is an error then) but read per item, and
+only when the item needs its box (crop: box, or a training crop with min_box_covered > 0).
 """
 from __future__ import annotations
 
@@ -81,6 +82,8 @@ class FMoWDataset(ImageDataset):
 
     def region(self, record: ImageRecord, size: tuple[int, int]) -> tuple[Box, tuple[Box, ...]]:
         h, w = size
+        if self.crop == "image" and not (self.train and self.view.min_box_covered > 0):
+            return (0.0, 0.0, float(w), float(h)), ()  # no box needed: the JSON is not read
         boxes = read_boxes(record.meta, self.classes[record.label]) if record.meta is not None else ()
         boxes = tuple((max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2)) for x1, y1, x2, y2 in boxes)
         boxes = tuple(b for b in boxes if b[2] > b[0] and b[3] > b[1])
