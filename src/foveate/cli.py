@@ -73,24 +73,26 @@ def cmd_predict(args) -> int:
         Path(args.explain).mkdir(parents=True, exist_ok=True)
     failed = 0
     rows = []
+    names = predictor.classes  # class names recorded at training (folder/CSV/fMoW data), else None
     for path in files:
         try:
             pred = predictor.predict(path, locations=locations)
         except FoveateError as e:
             msg = str(e) if str(path) in str(e) else f"{path}: {e}"
             print(f"foveate: error: {msg}", file=sys.stderr)
-            rows.append([str(path), "", "", "", msg])
+            rows.append([str(path), "", "", "", "", msg])
             failed += 1
             continue
         top = " ".join(f"{c}:{p:.4f}" for c, p in pred.top(5))
-        rows.append([str(path), pred.label, f"{pred.probability:.6f}", top, ""])
+        name = names[pred.label] if names and pred.label < len(names) else ""
+        rows.append([str(path), pred.label, name, f"{pred.probability:.6f}", top, ""])
         if args.explain:
             out = Path(args.explain) / f"{path.stem}.png"
             draw_trace(pred.image, pred.output, 0, out, title=f"{path.name}: class {pred.label} "
                                                               f"(p={pred.probability:.3f})")
     with atomic_open(args.output, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["path", "predicted", "probability", "top5", "error"])
+        writer.writerow(["path", "predicted", "class", "probability", "top5", "error"])
         writer.writerows(rows)
     print(f"predicted {len(files) - failed} of {len(files)} images -> {args.output}")
     if args.explain:

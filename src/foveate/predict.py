@@ -44,6 +44,12 @@ class Predictor:
     def in_chans(self) -> int:
         return int(self.model.in_chans)
 
+    @property
+    def classes(self) -> list[str] | None:
+        """Class names by index, when training recorded them (data.classes; folder, CSV and fMoW data)."""
+        names = self.config.get("data", {}).get("classes")
+        return [str(n) for n in names] if isinstance(names, list) else None
+
     def as_tensor(self, image) -> Tensor:
         """A path, a PIL image, a numpy array (H, W[, C]) or a tensor (C, H, W) -> (C, H, W) float in [0, 1]."""
         if isinstance(image, (str, Path)):

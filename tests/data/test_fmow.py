@@ -10,7 +10,7 @@ from PIL import Image
 
 import foveate.data.fmow as fmow_mod
 import foveate.data.folder as folder_mod
-from foveate.config import load_config
+from foveate.config import apply_overrides, load_config
 from foveate.data import FMOW_CLASSES, FMoWDataModule
 from foveate.errors import FoveateError
 from foveate.sources import RegionSource
@@ -171,7 +171,7 @@ def test_fmow_bad_input(fmow, tmp_path):
         _module(fmow, upsample=False, image_size=200).dataset("train")[0]
 
 
-@pytest.mark.parametrize("name", ["tnet_fmow_stage1", "tnet_fmow", "tnet_folder"])
+@pytest.mark.parametrize("name", ["tnet_fmow", "tnet_folder"])
 def test_configs_build_their_data(name, fmow, tmp_path):
     """The shipped configs are valid: their data section builds on a tiny tree (root overridden)."""
     if name == "tnet_folder":
@@ -187,3 +187,10 @@ def test_configs_build_their_data(name, fmow, tmp_path):
     assert len(dm.classes) == cfg["model"].get("num_classes", len(dm.classes))
     x, _ = dm.dataset("val")[0]
     assert x.shape == (3, cfg["data"]["image_size"], cfg["data"]["image_size"])
+    for stage in cfg.get("stages", []):  # tnet_fmow: 448 px, then 896 px with 3 levels
+        overrides = [f"{k}={json.dumps(v)}" for k, v in stage.items() if k != "name"]
+        staged = apply_overrides(cfg, overrides)
+        x, _ = create_datamodule(staged["data"], 0).dataset("train")[0]
+        assert x.shape == (3, staged["data"]["image_size"], staged["data"]["image_size"])
+    if name == "tnet_fmow":
+        assert [s["name"] for s in cfg["stages"]] == ["stage1_448", "stage2_896"] and staged["model"]["levels"] == 3

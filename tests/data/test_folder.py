@@ -1,5 +1,6 @@
 """Folder-per-class and CSV data sets: lazy per-item reads, aspect-keeping crops, augmentation only
-in training, labels, workers, a CLI round trip, and every bad input as a one-line error."""
+in training, labels, workers, a CLI round trip (predict prints class names), and every bad input
+as a one-line error."""
 import csv
 import logging
 
@@ -312,7 +313,7 @@ def test_bad_config_values(tree):
 
 
 # -- CLI round trip ---------------------------------------------------------------------------
-def test_cli_fit_test_on_a_folder(tree, tmp_path, capsys):
+def test_cli_fit_test_predict_on_a_folder(tree, tmp_path, capsys):
     import yaml
 
     from foveate.cli import main
@@ -339,6 +340,11 @@ def test_cli_fit_test_on_a_folder(tree, tmp_path, capsys):
     assert main(["test", "--checkpoint", str(ckpt)]) == 0
     out = dict(line.split(": ") for line in capsys.readouterr().out.splitlines() if line.startswith("test/"))
     assert set(out) == {"test/acc@1", "test/acc@2"} and all(0 <= float(v) <= 1 for v in out.values())
+    preds = tmp_path / "preds.csv"
+    assert main(["predict", "--checkpoint", str(ckpt), "--input", str(root / "dog"), "--output", str(preds)]) == 0
+    with open(preds) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 and all(r["class"] == ["cat", "dog"][int(r["predicted"])] for r in rows)
 
     cfg["model"]["num_classes"] = 5
     path.write_text(yaml.safe_dump(cfg))
