@@ -158,6 +158,19 @@ def cmd_quickstart(args) -> int:
     return 0
 
 
+def cmd_convert(args) -> int:
+    from .sources.convert import convert
+
+    result = convert(args.image, args.out, tile=args.tile, compression=args.compression, min_side=args.min_side,
+                     quality=args.quality, allow_large=args.allow_large)
+    if result.decoded_whole:
+        print(f"{args.image}: decoded whole (this format cannot be read in parts)", file=sys.stderr)
+    levels = ", ".join(f"{w}x{h}" for h, w in result.levels)
+    print(f"wrote {result.path}: {len(result.levels)} levels ({levels}), {result.tile}-px {result.compression} "
+          f"tiles, {result.bytes / 2**20:.1f} MiB in {result.seconds:.1f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="foveate", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -220,6 +233,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=_positive, default=2, help="torch CPU threads")
     s.add_argument("--no-memory", action="store_true", help="skip the fresh-process peak-memory probe (faster)")
     s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("convert", help="write a tiled, compressed pyramidal TIFF that is read lazily, tile by tile")
+    s.add_argument("image", help="any image foveate reads (PNG, JPEG, TIFF, OpenSlide formats)")
+    s.add_argument("out", help="the TIFF to write (replaced atomically)")
+    s.add_argument("--tile", type=_positive, default=256, help="tile side in px, a multiple of 16 (default 256)")
+    s.add_argument("--compression", choices=["zlib", "jpeg", "zstd", "none"], default="zlib")
+    s.add_argument("--quality", type=_positive, default=90, help="JPEG quality (with --compression jpeg)")
+    s.add_argument("--min-side", type=_positive, default=256, help="stop the pyramid before a side < this")
+    s.add_argument("--allow-large", action="store_true", help="lift the decompression-bomb guard for this file")
+    s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser("quickstart", help="make data, train TNet for a few minutes, evaluate, explain")
     s.add_argument("--out", default="runs/quickstart")
