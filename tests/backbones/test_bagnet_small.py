@@ -7,6 +7,16 @@ from foveate.backbones import create_backbone
 from foveate.errors import FoveateError
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one intra-op thread is as fast, and far faster on a loaded machine (threads
+    of a 2-thread pool wait for each other when other processes hold the cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _monotone(model: torch.nn.Module) -> torch.nn.Module:
     """Positive weights, identity BatchNorm (eval): every ReLU passes and no zero-initialised
     residual gain hides a branch, so a cell's input-gradient support is its receptive field."""
