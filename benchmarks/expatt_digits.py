@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -112,7 +113,7 @@ def lr_at(step: int, steps: int, peak: float) -> float:
 def train_one(name: str, seed: int, args, pools: dict[str, DigitPool], test: tuple[torch.Tensor, torch.Tensor],
               kwargs: dict) -> dict:
     torch.manual_seed(seed)
-    model = Classifier(name, **kwargs)
+    model = Classifier(name, **kwargs, **(args.expatt if name.startswith("expatt") else {}))
     decay = [p for p in model.parameters() if p.dim() > 1]
     no_decay = [p for p in model.parameters() if p.dim() <= 1]
     opt = torch.optim.SGD([{"params": decay, "weight_decay": 5e-4}, {"params": no_decay, "weight_decay": 0.0}],
@@ -159,7 +160,8 @@ def report(runs: list[dict], args, kwargs: dict) -> str:
     task = (f"{args.canvas}x{args.canvas} cluttered MNIST ({args.clutter} 8x8 clutter pieces)"
             if args.task == "cluttered" else "MNIST 28x28")
     lines = [(f"Task: {task}; {args.steps} steps of batch {args.batch}, SGD lr {args.lr}, "
-              f"backbone kwargs {kwargs}; test: {args.n_test} canvases."), "",
+              f"backbone kwargs {kwargs}, ExpAtt kwargs {args.expatt or 'default'}; test: {args.n_test} canvases."),
+             "",
              ("| backbone | test accuracy % (mean ± std) | seeds | params | GFLOPs / image | train s / run | "
               "final train loss |"), "|---|---|---|---|---|---|---|"]
     for n in names:
@@ -171,13 +173,16 @@ def report(runs: list[dict], args, kwargs: dict) -> str:
     att = [r for r in runs if r["sigmas"]]
     if att:
         seeds = [r["seed"] for r in att]
-        lines += ["", ("Learned radius per ExpAtt module (normalised units: fraction of the map's longer side; "
-                       f"in brackets, feature-map pixels). Initial sigma {kwargs.get('sigma_init', 0.1)}."), "",
+        pixels = args.expatt.get("coords") == "pixels"
+        init = args.expatt.get("sigma_init", 1.5 if pixels else 0.1)
+        lines += ["", ("Learned radius per ExpAtt module, as a fraction of the map's longer side (in brackets, "
+                       f"feature-map pixels). Initial sigma {init} ({'pixels' if pixels else 'normalised'})."), "",
                   "| module | map side | " + " | ".join(f"seed {s}" for s in seeds) + " |",
                   "|---|---|" + "---|" * len(seeds)]
         for mod in att[0]["sigmas"]:
             side = att[0]["map_sides"][mod]
-            cells = [f"{r['sigmas'][mod]:.3f} ({r['sigmas'][mod] * side:.2f} px)" for r in att]
+            px = [r["sigmas"][mod] * (1 if pixels else side) for r in att]
+            cells = [f"{p / side:.3f} ({p:.2f} px)" for p in px]
             lines.append(f"| {mod.removeprefix('stages.').removesuffix('.conv1.att')} | {side} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -197,9 +202,12 @@ def main(argv: list[str] | None = None) -> None:
                    help="default: imagenet for the cluttered canvas, cifar for mnist28")
     p.add_argument("--n-test", type=int, default=1600)
     p.add_argument("--max-minutes", type=float, default=17.0, help="start no new run after this")
+    p.add_argument("--expatt", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="extra expatt_resnet18 arguments, e.g. expatt_stages=[2,3,4] sigma_init=0.2 coords=pixels")
     p.add_argument("--digits", type=Path, default=DEFAULT_DIGITS)
     p.add_argument("--out", type=Path, default=REPO / "runs" / "expatt")
     args = p.parse_args(argv)
+    args.expatt = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.expatt)}
     if args.task == "mnist28":
         args.canvas, args.clutter = 28, 0
     stem = args.stem or ("imagenet" if args.task == "cluttered" else "cifar")
