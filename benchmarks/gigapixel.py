@@ -101,6 +101,9 @@ def child(spec: dict) -> dict:
     torch.set_num_threads(1)
     predictor = foveate.load(spec["checkpoint"])
     model = predictor.model
+    peak_loading = _vm("VmHWM")
+    with open("/proc/self/clear_refs", "w") as f:  # reset VmHWM to the current RSS: what open + forward add
+        f.write("5")
     rss_loaded = _vm("VmRSS")
     io0, start = _proc_io(), time.perf_counter()
     src = open_source(spec["tiff"], model.in_chans)
@@ -109,12 +112,13 @@ def child(spec: dict) -> dict:
     probs = out.probabilities()[0]
     seconds = time.perf_counter() - start
     io1 = _proc_io()
-    peak = _vm("VmHWM")
+    peak = max(_vm("VmHWM"), peak_loading)
+    added = _vm("VmHWM") - rss_loaded
     canvas = torch.from_numpy(np.load(spec["canvas"])).float().div(255)[None, None]  # the 1500-px original
     with torch.inference_mode():
         reference = model(canvas).probabilities()[0]
     return {"checkpoint": spec["checkpoint"], "model": type(model).__name__, "seconds": seconds,
-            "peak_rss_mib": peak / 1024, "rss_after_load_mib": rss_loaded / 1024,
+            "peak_rss_mib": peak / 1024, "rss_after_load_mib": rss_loaded / 1024, "added_mib": added / 1024,
             "rchar": io1["rchar"] - io0["rchar"], "read_bytes": io1["read_bytes"] - io0["read_bytes"],
             "tiles_decoded": src.tiles_decoded, "bytes_decoded": src.bytes_decoded, "pixels_read": src.pixels_read,
             "prediction": int(probs.argmax()), "probability": float(probs.max()), "levels": len(src.level_sizes),
@@ -149,16 +153,17 @@ def measure(checkpoint: str, tiff: Path, canvas: Path, memory_limit_gb: float | 
 
 def markdown(info: dict, rows: list[dict], label: int) -> str:
     side, mib = info["side"], 2**20
-    header = (f"| model (checkpoint) | wall time s | peak RSS MiB | read from file MiB (rchar) | read from disk MiB "
+    header = (f"| model (checkpoint) | wall time s | peak RSS MiB | added by open + forward MiB | read from file MiB (rchar) | read from disk MiB "
               f"(read_bytes) | tiles decoded | decoded MiB | prediction (label {label}) | same model on the "
               f"{CANVAS}-px canvas in memory |")
-    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in rows:
-        name = f"{r.get('model', '?')} (`{r['checkpoint']}`)"
+        name = f"{r.get('model', 'failed')} (`{r['checkpoint']}`)"
         if "error" in r:
-            lines.append(f"| {name} | failed: {r['error']} | | | | | | | |")
+            lines.append(f"| {name} | failed: {r['error']} | | | | | | | | |")
             continue
-        lines.append(f"| {name} | {r['seconds']:.2f} | {r['peak_rss_mib']:.0f} | {r['rchar'] / mib:.2f} | "
+        lines.append(f"| {name} | {r['seconds']:.2f} | {r['peak_rss_mib']:.0f} | {r['added_mib']:.0f} | "
+                     f"{r['rchar'] / mib:.2f} | "
                      f"{r['read_bytes'] / mib:.2f} | {r['tiles_decoded']} | {r['bytes_decoded'] / mib:.1f} | "
                      f"{r['prediction']} (p={r['probability']:.2f}) | {r['reference_prediction']} "
                      f"(p={r['reference_probability']:.2f}) |")
@@ -169,7 +174,8 @@ def markdown(info: dict, rows: list[dict], label: int) -> str:
          f"{info['seconds']:.0f} s, tile by tile). Decoded whole it would be {side * side / 1e9:g} GB as uint8, "
          f"{4 * side * side / 1e9:g} GB as the float32 tensor the models take."),
         ("Wall time: open_source + one forward (batch 1, 1 thread), after loading the checkpoint. Peak RSS: VmHWM "
-         "of the whole fresh process (Python, torch, weights included). rchar: bytes the process read from files "
+         "of the whole fresh process (Python, torch, weights included); added: VmHWM reset after loading, its rise "
+         "during open + forward. rchar: bytes the process read from files "
          "during open + forward; read_bytes: of those, read from the disk (the TIFF's pages were evicted from the "
          "page cache first). Tiles decoded / decoded MiB: tiles zarr decompressed and their bytes."),
     ]

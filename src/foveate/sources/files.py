@@ -51,12 +51,11 @@ def open_source(path: str | os.PathLike[str], channels: int, *, allow_large: boo
         except FoveateError:
             tif = None  # let Pillow try (and report) the files tifffile cannot parse
         if tif is not None:
-            with tif:
-                tiled = is_tiled(tif)
-                page = tif.series[0].levels[0].keyframe
-                height, width = int(page.imagelength), int(page.imagewidth)
-            if tiled:
-                return TiffSource(path, channels, allow_large=allow_large, device=device)
+            if is_tiled(tif):  # the source keeps the parsed file (a big pyramid's IFDs are megabytes)
+                return TiffSource(path, channels, allow_large=allow_large, device=device, tif=tif)
+            page = tif.series[0].levels[0].keyframe
+            height, width = int(page.imagelength), int(page.imagewidth)
+            tif.close()
             if max(height, width) > NON_TILED_MAX_SIDE and not allow_large:
                 raise FoveateError(f"{path}: {width}x{height} TIFF is not tiled, so any read decodes it whole; "
                                    f"convert it once with `foveate convert {path} OUT.tif` (tiled, pyramidal) "

@@ -114,7 +114,7 @@ class TiffSource(RegionSource):
     """
 
     def __init__(self, path: str | os.PathLike[str], channels: int, *, allow_large: bool = False,
-                 device: str | torch.device = "cpu", tiled_only: bool = True) -> None:
+                 device: str | torch.device = "cpu", tiled_only: bool = True, tif: Any = None) -> None:
         self.path = Path(path)
         self.tiled_only = tiled_only  # False: strips too (`foveate convert` reads them band by band)
         self.name = str(self.path)
@@ -124,9 +124,9 @@ class TiffSource(RegionSource):
         self.device = torch.device(device)
         self.allow_large = allow_large
         self.tiles_decoded = self.bytes_decoded = self.pixels_read = 0
-        self._tif: Any = None
+        self._tif: Any = tif  # an open tifffile.TiffFile of `path` (open_source passes its own: parsed once)
         self._arrays: dict[int, Any] = {}
-        self._pid = -1
+        self._pid = -1 if tif is None else os.getpid()
         tif = self._open()
         try:
             self._inspect(tif)
