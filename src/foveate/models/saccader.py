@@ -136,11 +136,14 @@ class Saccader(nn.Module):
         self.ce_weight, self.rl_weight, self.l2_weight = ce_weight, rl_weight, l2_weight
         self.policy = policy
 
-        self.backbone = create_backbone(backbone, in_chans=in_chans, num_classes=num_classes,
-                                        **(backbone_kwargs or {}))
+        need = f"saccader needs a BagNet-style backbone with per-cell logits (e.g. bagnet77_lowd), got {backbone!r}"
+        try:
+            self.backbone = create_backbone(backbone, in_chans=in_chans, num_classes=num_classes,
+                                            **(backbone_kwargs or {}))
+        except FoveateError as e:
+            raise FoveateError(f"{need}: {e}") from None
         if not all(hasattr(self.backbone, a) for a in ("forward_maps", "receptive_field", "stride")):
-            raise FoveateError(f"saccader needs a BagNet-style backbone with per-cell logits (e.g. bagnet77_lowd), "
-                               f"got {backbone!r}")
+            raise FoveateError(need)
         feat, what = self.backbone.feature_channels, self.backbone.fmap_channels
         widths = tuple(where_widths) if where_widths else (max(1, feat // 2), what)
         self.where = WhereNetwork(feat, widths)
@@ -189,11 +192,11 @@ class Saccader(nn.Module):
             return height, width
         return max(1, round(height * self.view_scale)), max(1, round(width * self.view_scale))
 
-    def cell_boxes(self, height: int, width: int, device=None) -> Tensor:
-        """(n, 4) x1 y1 x2 y2 of every cell's receptive field in input pixels (row-major)."""
+    def cell_boxes(self, height: int, width: int, gh: int, gw: int, device=None) -> Tensor:
+        """(gh * gw, 4) x1 y1 x2 y2 of every cell's receptive field in input pixels (row-major):
+        cell (i, j) sees view rows [stride * i, stride * i + rf) (valid convolutions)."""
         vh, vw = self._view_size(height, width)
         rf, s = self.backbone.receptive_field, self.backbone.stride
-        gh, gw = (vh - rf) // s + 1, (vw - rf) // s + 1
         ys = torch.arange(gh, device=device, dtype=torch.float32) * s * (height / vh)
         xs = torch.arange(gw, device=device, dtype=torch.float32) * s * (width / vw)
         y1, x1 = torch.meshgrid(ys, xs, indexing="ij")
@@ -201,22 +204,30 @@ class Saccader(nn.Module):
         return torch.stack([x1, y1, x1 + rf * (width / vw), y1 + rf * (height / vh)], dim=1)
 
     # -- forward ----------------------------------------------------------------------------
-    def maps(self, src: RegionSource) -> tuple[Tensor, Tensor, Tensor]:
-        """The image (read whole at view_scale) -> logits2d (B, K, h, w), M (B, C_m, h, w) and
-        the spatially averaged BagNet logits (B, K)."""
+    def maps(self, src: RegionSource, where: bool = True) -> tuple[Tensor, Tensor | None, Tensor]:
+        """The image (read whole at view_scale) -> logits2d (B, K, h, w), M (B, C_m, h, w) (None
+        without `where`) and the spatially averaged BagNet logits (B, K)."""
         height, width = src.size
         vh, vw = self._view_size(height, width)
         rf = self.backbone.receptive_field
         if min(vh, vw) < rf:
             raise FoveateError(f"{src.name}: image is {width}x{height} px (view {vw}x{vh} at view_scale "
                                f"{self.view_scale:g}), smaller than the backbone's receptive field ({rf} px)")
-        view = network_range(src.view((vh, vw)))
+        view = src.view((vh, vw))
+        if view.stride() != _dense_strides(view.shape):
+            # a whole-image crop of a 1-channel batch can come back with channels-last-like strides
+            # (C = 1); convolution backward then crashed (segfault, deterministic mode, torch 2.14)
+            view = view.clone(memory_format=torch.contiguous_format)
+        view = network_range(view)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.representation_trainable):
             maps = self.backbone.forward_maps(view)
         # the "where" path sees the representation through a stop-gradient: the policy never
         # trains the BagNet, CE never trains the policy
+        bag_logits = maps.logits.mean(dim=(2, 3))
+        if not where:
+            return maps.logits, None, bag_logits
         m = self.mix(torch.cat([self.where(maps.features.detach()), maps.what.detach()], dim=1))
-        return maps.logits, m, maps.logits.mean(dim=(2, 3))
+        return maps.logits, m, bag_logits
 
     def unroll(self, m: Tensor, steps: int, mode: str, targets: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Run the cell for `steps` glimpses over descriptors m (B, C, h, w).
@@ -252,10 +263,14 @@ class Saccader(nn.Module):
 
     def forward(self, x: Tensor | RegionSource, locations: int | None = None) -> Output:
         """x: (B, C, H, W) in [0, 1] or a `RegionSource`. Glimpses are sampled in training and taken by argmax at
-        inference. In the representation stage, logits are the BagNet's averaged logits."""
+        inference. In the representation stage the logits are the BagNet's spatially averaged
+        logits and nothing is selected (empty trace; the attention network does not run)."""
         steps = self.default_locations if locations is None else self.budget(locations)
         src = as_source(x, self.in_chans)
         height, width = src.size
+        if self._stage == "representation":
+            logits2d, _, bag_logits = self.maps(src, where=False)
+            return Output(logits=bag_logits, extras={"logits2d": logits2d, "bag_logits": bag_logits})
         logits2d, m, bag_logits = self.maps(src)
         b, k, h, w = logits2d.shape
         if steps > h * w:
@@ -268,14 +283,14 @@ class Saccader(nn.Module):
             logp = logits2d.new_zeros(b, steps)
             probs_steps = F.one_hot(chosen, h * w).float()
         picked = logits2d.flatten(2).gather(2, chosen[:, None, :].expand(-1, k, -1))   # (B, K, T)
-        logits = bag_logits if self._stage == "representation" else picked.mean(dim=2)
+        logits = picked.mean(dim=2)
         # trace: every cell a candidate; a chosen cell carries its probability when it was picked,
         # the others their step-1 probability; `order` numbers the glimpses 1..T
         order = torch.zeros(b, h * w, dtype=torch.long, device=logits2d.device)
         order.scatter_(1, chosen, torch.arange(1, steps + 1, device=logits2d.device).expand(b, -1))
         probs = probs_steps[:, 0].clone()
         probs.scatter_(1, chosen, probs_steps.gather(2, chosen[..., None])[..., 0])
-        boxes = self.cell_boxes(height, width, logits2d.device).expand(b, -1, -1)
+        boxes = self.cell_boxes(height, width, h, w, logits2d.device).expand(b, -1, -1)
         trace = [Glimpses(1, boxes, probs, order > 0, order=order)]
         return Output(logits=logits, aux_logits=picked.transpose(1, 2), trace=trace,
                       extras={"logp": logp, "chosen": chosen, "logits2d": logits2d, "mix": m,
@@ -328,6 +343,14 @@ class Saccader(nn.Module):
         total = vimco + l2
         return {"loss": total, "vimco": vimco.detach(), "bound": bound.detach(), "l2": l2.detach(),
                 "reward": (traj.detach().argmax(-1) == target[:, None]).float().mean()}
+
+
+def _dense_strides(shape: torch.Size) -> tuple[int, ...]:
+    strides, acc = [], 1
+    for n in reversed(shape):
+        strides.append(acc)
+        acc *= n
+    return tuple(reversed(strides))
 
 
 def ranked_cells(logits2d: Tensor, cls: Tensor) -> Tensor:
