@@ -89,10 +89,19 @@ class RegionSource:
         lleft = torch.round(left.to(torch.float64) * fx).long()
         return resize(self._crop_level(level, ltop, lleft, lsize), out_size, antialias)
 
-    def view(self, out_size: Size, antialias: bool = True) -> Tensor:
-        """The whole image at `out_size`: (B, C, h, w)."""
+    def _whole_level(self, level: int) -> Tensor:
+        """The whole of `level`: (B, C, H_l, W_l). Sources holding their levels in memory return
+        them as they are (no copy)."""
         zero = torch.zeros(self.batch, 1, dtype=torch.long, device=self.device)
-        return self.crop(zero, zero, self.size, out_size, antialias)
+        return self._crop_level(level, zero, zero, self.level_sizes[level])
+
+    def view(self, out_size: Size, antialias: bool = True) -> Tensor:
+        """The whole image at `out_size`: (B, C, h, w), resized from the coarsest sufficient level."""
+        (height, width), out_size = self.size, tuple(out_size)
+        if min(out_size) < 1:
+            raise FoveateError(f"{self.name}: a view must be at least 1 px, got {out_size}")
+        level = self.level_for(max(out_size[0] / height, out_size[1] / width))
+        return resize(self._whole_level(level), out_size, antialias)
 
     def read(self, boxes: Tensor, out_size: Size) -> Tensor:
         """Any boxes (B, k, 4) float (x1, y1, x2, y2) in full-resolution pixels -> (B * k, C, *out_size).
@@ -143,6 +152,9 @@ class TensorSource(RegionSource):
 
     def _crop_level(self, level: int, top: Tensor, left: Tensor, size: Size) -> Tensor:
         return gather_crops(self.levels[level], top, left, size)
+
+    def _whole_level(self, level: int) -> Tensor:
+        return self.levels[level]
 
     def _one(self, i: int) -> RegionSource:
         return TensorSource(self.x[i:i + 1], [t[i:i + 1] for t in self.levels[1:]], self.name)
