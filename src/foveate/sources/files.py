@@ -6,7 +6,9 @@
   optional extra (`pip install 'foveate[openslide]'`), else a one-line error naming it;
 - a TIFF that is not tiled: decoded whole (as a PNG) up to NON_TILED_MAX_SIDE px per side;
   above that an error suggesting `foveate convert` (allow_large=True decodes it whole anyway);
-- plain formats (PNG, JPEG, ...): decoded whole by `load_image`, with a 2x pyramid for views.
+- plain formats (PNG, JPEG, ...): decoded whole by `load_image`, without a pyramid: the decode
+  already touched every pixel, and views resized from full resolution give exactly what the
+  model sees from a decoded tensor (`foveate predict` agrees with `foveate test`).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import torch
 from ..errors import FoveateError
 from .image import load_image
 from .openslide import OPENSLIDE_EXTENSIONS, OpenSlideSource
-from .region import RegionSource, TensorSource, build_pyramid
+from .region import RegionSource, TensorSource
 from .tiff import TiffSource, is_tiled, open_tiff
 
 NON_TILED_MAX_SIDE = 4096  # a strip-based TIFF larger than this is worth converting once
@@ -61,4 +63,4 @@ def open_source(path: str | os.PathLike[str], channels: int, *, allow_large: boo
                                    f"convert it once with `foveate convert {path} OUT.tif` (tiled, pyramidal) "
                                    "or pass allow_large=True to decode it whole")
     x = load_image(path, channels, allow_large=allow_large)[None].to(device)  # (1, C, H, W)
-    return TensorSource(x, build_pyramid(x), name=str(path))
+    return TensorSource(x, name=str(path))
