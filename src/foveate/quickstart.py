@@ -29,8 +29,8 @@ QUICKSTART_CONFIG: dict[str, Any] = {
 
 def run_quickstart(out_dir: str | Path, digits: str | None = None, minutes: float = 5.0) -> dict[str, Any]:
     from .data import MegapixelConfig, load_digits, write_megapixel_mnist
-    from .predict import load
     from .explain import draw_trace
+    from .predict import load
     from .training import fit, test
 
     out_dir = Path(out_dir)

@@ -1,7 +1,8 @@
 """Name -> constructor tables, as timm creates models by name."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .errors import FoveateError
 

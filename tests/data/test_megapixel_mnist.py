@@ -9,7 +9,14 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from foveate.data import LABELS, PROFILES, DigitPool, MegapixelConfig, MegapixelMNIST, write_megapixel_mnist
+from foveate.data import (
+    LABELS,
+    PROFILES,
+    DigitPool,
+    MegapixelConfig,
+    MegapixelMNIST,
+    write_megapixel_mnist,
+)
 from foveate.data.megapixel_mnist import downscale_matrix, task_labels, to_uint8
 from foveate.errors import FoveateError
 

@@ -10,7 +10,13 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from foveate.errors import FoveateError
-from foveate.fileio import atomic_open, atomic_save_figure, atomic_save_image, atomic_write_bytes, ensure_parent
+from foveate.fileio import (
+    atomic_open,
+    atomic_save_figure,
+    atomic_save_image,
+    atomic_write_bytes,
+    ensure_parent,
+)
 
 
 def leftovers(directory) -> list[str]:
@@ -28,10 +34,9 @@ def test_write_bytes_creates_parents_and_overwrites(tmp_path):
 def test_failure_inside_keeps_previous_content(tmp_path):
     path = tmp_path / "results.csv"
     path.write_text("old,complete\n")
-    with pytest.raises(RuntimeError, match="boom"):
-        with atomic_open(path) as f:
-            f.write("new,half")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), atomic_open(path) as f:
+        f.write("new,half")
+        raise RuntimeError("boom")
     assert path.read_text() == "old,complete\n"
     assert leftovers(tmp_path) == []
     with pytest.raises(KeyboardInterrupt):
@@ -46,9 +51,8 @@ def test_text_is_utf8_and_modes_are_checked(tmp_path):
     with atomic_open(path) as f:
         f.write("größe ✓\n")
     assert path.read_bytes() == "größe ✓\n".encode()
-    with pytest.raises(ValueError, match="mode"):
-        with atomic_open(path, "a"):
-            pass
+    with pytest.raises(ValueError, match="mode"), atomic_open(path, "a"):
+        pass
 
 
 def test_permissions_kept_or_from_umask(tmp_path):

@@ -10,8 +10,8 @@ import torch
 from PIL import Image, ImageFile
 
 from foveate.errors import FoveateError
-from foveate.sources import image_files, load_image
 from foveate.sources import image as image_module
+from foveate.sources import image_files, load_image
 
 
 def save(img: Image.Image, path: Path, **kw) -> Path:
