@@ -223,6 +223,9 @@ def test_staged_cli_round_trip(tmp_path, capsys):
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     assert main(["fit", "--config", str(path)]) == 0
+    done = [(tmp_path / "run" / s / "stage.json").stat().st_mtime_ns for s in ("rep", "pre", "pol")]
+    assert main(["fit", "--config", str(path), "--resume", "auto"]) == 0          # finished stages are skipped
+    assert done == [(tmp_path / "run" / s / "stage.json").stat().st_mtime_ns for s in ("rep", "pre", "pol")]
     stages = [foveate.load(tmp_path / "run" / s / "checkpoints" / "last.ckpt") for s in ("rep", "pre", "pol")]
     assert [p.model.stage for p in stages] == ["representation", "pretrain", "policy"]
     # the pretraining stage started from the representation: the frozen BagNet is unchanged
