@@ -27,3 +27,19 @@ def untrained_checkpoint(path, model_cfg, locations=(None,), data=None):
     torch.save({"state_dict": HardAttentionModule(cfg).state_dict(), "hyper_parameters": {"config": cfg},
                 "epoch": 0, "global_step": 2}, path)
     return str(path)
+
+
+def monotone(model: torch.nn.Module) -> torch.nn.Module:
+    """Positive weights, identity BatchNorm: every ReLU passes, so the input-gradient support of an
+    output cell is exactly its receptive field."""
+    model.eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.uniform_(0.01, 0.1)
+            elif isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.fill_(1.0)
+                m.bias.zero_()
+                m.running_mean.zero_()
+                m.running_var.fill_(1.0)
+    return model

@@ -2,26 +2,11 @@
 generic builder's contract."""
 import pytest
 import torch
+from support import monotone
 
 from foveate.backbones import create_backbone
 from foveate.backbones.bagnet import BagNet
 from foveate.errors import FoveateError
-
-
-def _monotone(model: torch.nn.Module) -> torch.nn.Module:
-    """Positive weights, identity BatchNorm: every ReLU passes, so the input-gradient support of an
-    output cell is exactly its receptive field."""
-    model.eval()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.Conv2d):
-                m.weight.uniform_(0.01, 0.1)
-            elif isinstance(m, torch.nn.BatchNorm2d):
-                m.weight.fill_(1.0)
-                m.bias.zero_()
-                m.running_mean.zero_()
-                m.running_var.fill_(1.0)
-    return model
 
 
 def _rf_support(model: BagNet, size: int, cell: tuple[int, int]) -> tuple[range, range, tuple[int, int]]:
@@ -50,7 +35,7 @@ def test_bagnet77_lowd_reference_layout():
 
 def test_bagnet77_receptive_field_measured():
     """Gradient of one output cell w.r.t. the input: cell (i, j) sees rows [8i, 8i + 77)."""
-    m = _monotone(create_backbone("bagnet77_lowd", width=0.0625, in_chans=1))
+    m = monotone(create_backbone("bagnet77_lowd", width=0.0625, in_chans=1))
     for cell in [(0, 0), (5, 11)]:
         rows, cols, grid = _rf_support(m, 224, cell)
         assert grid == (19, 19)
@@ -60,7 +45,7 @@ def test_bagnet77_receptive_field_measured():
 
 @pytest.mark.parametrize("kernel3, rf", [((1, 1, 0, 0), 9), ((1, 1, 1, 1), 33), ((2, 2, 2, 2), 77)])
 def test_generic_builder_rf_matches_declared(kernel3, rf):
-    m = _monotone(BagNet(in_chans=1, kernel3=kernel3, width=0.0625, lowd=0))
+    m = monotone(BagNet(in_chans=1, kernel3=kernel3, width=0.0625, lowd=0))
     assert m.receptive_field == rf and m.stride == 8
     rows, cols, _ = _rf_support(m, 96, (1, 1))
     assert len(rows) == len(cols) == rf and rows.start == 8

@@ -2,40 +2,15 @@
 one output cell w.r.t. a 224x224 input, grid size, per-cell logits."""
 import pytest
 import torch
+from support import monotone
 
 from foveate.backbones import create_backbone
 from foveate.errors import FoveateError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread is as fast, and far faster on a loaded machine (threads
-    of a 2-thread pool wait for each other when other processes hold the cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _monotone(model: torch.nn.Module) -> torch.nn.Module:
-    """Positive weights, identity BatchNorm (eval): every ReLU passes and no zero-initialised
-    residual gain hides a branch, so a cell's input-gradient support is its receptive field."""
-    model.eval()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.Conv2d):
-                m.weight.uniform_(0.01, 0.1)
-            elif isinstance(m, torch.nn.BatchNorm2d):
-                m.weight.fill_(1.0)
-                m.bias.zero_()
-                m.running_mean.zero_()
-                m.running_var.fill_(1.0)
-    return model
-
-
 @pytest.mark.parametrize("name, rf, grid", [("bagnet9", 9, 27), ("bagnet17", 17, 26), ("bagnet33", 33, 24)])
 def test_receptive_field_and_grid_at_224(name, rf, grid):
-    m = _monotone(create_backbone(name, in_chans=1, width=0.0625)).requires_grad_(False)
+    m = monotone(create_backbone(name, in_chans=1, width=0.0625)).requires_grad_(False)
     assert (m.receptive_field, m.stride, m.grid_size(224)) == (rf, 8, grid)
     x = torch.rand(1, 1, 224, 224, requires_grad=True)
     fmap = m.forward_features(x)  # (1, C, grid, grid)

@@ -12,16 +12,6 @@ from foveate.errors import FoveateError
 from foveate.layers import ExpAtt
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread is as fast, and far faster on a loaded machine (threads
-    of a 2-thread pool wait for each other when other processes hold the cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("name", ["resnet18", "expatt_resnet18"])
 @pytest.mark.parametrize("stem, size, grid", [("cifar", 28, 4), ("imagenet", 60, 2), ("cifar", 13, 2)])
 def test_shapes(name, stem, size, grid):

@@ -12,16 +12,6 @@ from foveate.layers import ExpAtt, attention_matrices, dense_expatt, expatt
 from foveate.profiling import peak_memory
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread is as fast, and far faster on a loaded machine (threads
-    of a 2-thread pool wait for each other when other processes hold the cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("coords", ["normalized", "pixels"])
 @pytest.mark.parametrize("sigma", [0.05, 0.3, 2.0])
 def test_separable_equals_dense_fp64(coords, sigma):

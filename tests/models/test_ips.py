@@ -8,16 +8,6 @@ from foveate.profiling import peak_memory
 from foveate.sources.region import TensorSource
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: intra-op threads only add synchronisation, which on a shared
-    2-core machine cost 70x the work itself when measured."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def ips(**kw):
     cfg = {"num_classes": 10, "backbone": "tiny_cnn", "in_chans": 1, "patch_size": 20, "locations": 5,
            "chunk": 7, "dim": 32, "heads": 4, "dim_head": 8, "mlp_dim": 64, "dropout": 0.1}

@@ -1,4 +1,4 @@
-"""Lightning data module for Megapixel MNIST.
+"""Lightning data modules: the loaders every data set shares, and Megapixel MNIST.
 
 Arguments are plain ints and strings so `save_hyperparameters` records them in every
 checkpoint, and the data set can be rebuilt from a checkpoint alone.
@@ -7,14 +7,42 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from ..errors import FoveateError
 from .megapixel_mnist import MegapixelConfig, MegapixelMNIST
 from .mnist import NUM_CLASSES, DigitPool, load_digits
 
 
-class MegapixelMNISTDataModule(L.LightningDataModule):
+class SplitDataModule(L.LightningDataModule):
+    """Train / val / test loaders over `dataset(split)`: shuffled and seeded for training, in order
+    otherwise. Subclasses set seed, batch_size, num_workers and pin_memory."""
+
+    seed: int
+    batch_size: int
+    num_workers: int
+    pin_memory: bool
+
+    def dataset(self, split: str) -> Dataset:
+        raise NotImplementedError
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(self.dataset(split), batch_size=self.batch_size, shuffle=shuffle, generator=generator,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+class MegapixelMNISTDataModule(SplitDataModule):
     """Train/val/test Megapixel MNIST splits over disjoint digit pools, rendered lazily.
 
     digits: an MNIST IDX directory (see `load_digits`) or None for the built-in digits.
@@ -52,19 +80,7 @@ class MegapixelMNISTDataModule(L.LightningDataModule):
             self.datasets = {split: MegapixelMNIST(self.pools[split], n, split, self.config)
                              for split, n in self.sizes.items()}
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def dataset(self, split: str) -> MegapixelMNIST:
         if self.pools is None:
             self.setup()
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=shuffle, generator=generator,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self.datasets[split]

@@ -18,15 +18,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..errors import FoveateError
 from ..sources import open_source
 from ..sources.image import IMAGE_EXTENSIONS
+from .datamodule import SplitDataModule
 from .views import Box, ViewConfig, check_not_upsampled, read_view, sample_crop
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ def read_csv(path: str | os.PathLike[str]) -> list[tuple[Path, str, str | None, 
 
 
 # -- data modules ---------------------------------------------------------------------------
-class ImageDataModule(L.LightningDataModule):
+class ImageDataModule(SplitDataModule):
     """Train/val/test splits of labelled image files; subclasses list the files (`_scan`).
 
     Every argument is a plain value (recorded in checkpoints). View arguments: see
@@ -308,21 +308,6 @@ class ImageDataModule(L.LightningDataModule):
             raise FoveateError(f"no {split} images in this data set{'; ' + hint if hint else ''}")
         return ImageDataset(self.records[split], self.classes, self.view, self.channels, train=split == "train",
                             allow_large=self.allow_large, on_error=self.on_error)
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(self.dataset(split), batch_size=self.batch_size, shuffle=shuffle, generator=generator,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
 
 class FolderDataModule(ImageDataModule):
