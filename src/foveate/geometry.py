@@ -110,7 +110,9 @@ def gather_crops(x: Tensor, top: Tensor, left: Tensor, size: tuple[int, int]) ->
     item = torch.arange(b, device=x.device).repeat_interleave(k)  # (n,)
     out = x[item[:, None, None], :, rows.clamp(0, height - 1)[:, :, None], cols.clamp(0, width - 1)[:, None, :]]
     inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
-    return (out * inside[..., None]).permute(0, 3, 1, 2).contiguous()  # (n, P_h, P_w, C) -> (n, C, P_h, P_w)
+    # (n, P_h, P_w, C) -> (n, C, P_h, P_w) with standard strides: `.contiguous()` would keep the permuted
+    # strides when C == 1 (a size-1 dim counts as contiguous), which some backward kernels mishandle
+    return (out * inside[..., None]).permute(0, 3, 1, 2).clone(memory_format=torch.contiguous_format)
 
 
 def resize(x: Tensor, size: tuple[int, int], antialias: bool = True) -> Tensor:
