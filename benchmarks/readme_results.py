@@ -30,7 +30,7 @@ DEFAULT_CHECKPOINTS = {  # model -> checkpoint, in table order
     "tnet": "runs/bench_tnet/checkpoints/best.ckpt",
     "ats": "runs/bench3/ats/checkpoints/best.ckpt",
     "ips": "runs/bench3/ips/checkpoints/best.ckpt",
-    "saccader": "runs/saccader/megapixel_mnist/checkpoints/best.ckpt",
+    "saccader": "runs/saccader/megapixel_mnist/policy/checkpoints/best.ckpt",
     "lowres_cnn": "runs/bench3/lowres_cnn/checkpoints/best.ckpt",
     "fullres_cnn": "runs/bench3/fullres_cnn/checkpoints/best.ckpt",
 }
@@ -46,6 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--readme", default="README.md")
     p.add_argument("--assets", default="docs/results", help="where the README's tables and PNGs are copied")
     p.add_argument("--sides", nargs="+", default=["1500", "3000", "6000"])
+    p.add_argument("--threads", default="1", help="torch threads for every measurement (default 1: with 2 intra-op "
+                   "threads, any other process on a 2-core machine stalls the pool, up to 70x)")
     p.add_argument("--splice-only", action="store_true", help="do not measure; rewrite from the files in --out")
     return p.parse_args(argv)
 
@@ -70,16 +72,17 @@ def run(cmd: list[str]) -> None:
 
 def measure(args: argparse.Namespace, ckpts: dict[str, str]) -> None:
     out = Path(args.out)
-    run([sys.executable, "benchmarks/megapixel_mnist.py", "--models", *ckpts, "--digits", args.digits,
+    run([sys.executable, "benchmarks/megapixel_mnist.py", "--threads", args.threads, "--models", *ckpts,
+         "--digits", args.digits,
          "--out", str(out / "compare"), "--checkpoint", *(f"{m}={p}" for m, p in ckpts.items())])
     scaled = [ckpts[m] for m in SCALING_MODELS if m in ckpts]
-    run([sys.executable, "-m", "foveate.cli", "bench", "--scaling", "--checkpoints", *scaled,
+    run([sys.executable, "-m", "foveate.cli", "bench", "--scaling", "--threads", args.threads, "--checkpoints", *scaled,
          "--set", f"data.digits={args.digits}", "--sides", *args.sides, "--out", str(out / "scaling")])
 
 
 def splice(readme: str, name: str, body: str) -> str:
     """Replace the block between <!-- results:name --> and <!-- /results:name --> with body."""
-    pattern = re.compile(rf"(<!-- results:{name} -->\n).*?(<!-- /results:{name} -->)", re.S)
+    pattern = re.compile(rf"(<!-- results:{name} -->\n).*?(<!-- /results:{name} -->)", re.DOTALL)
     if not pattern.search(readme):
         raise SystemExit(f"README has no <!-- results:{name} --> ... <!-- /results:{name} --> block")
     return pattern.sub(lambda m: m.group(1) + body.rstrip() + "\n" + m.group(2), readme)
@@ -87,7 +90,7 @@ def splice(readme: str, name: str, body: str) -> str:
 
 def demote(markdown: str) -> str:
     """The reports' own '## ' titles become '#### ' under the README's section headings."""
-    return re.sub(r"^## ", "#### ", markdown, flags=re.M)
+    return re.sub(r"^## ", "#### ", markdown, flags=re.MULTILINE)
 
 
 def publish(args: argparse.Namespace) -> None:
