@@ -156,7 +156,7 @@ def fit_stages(cfg: dict[str, Any], resume: str | None = None) -> dict[str, Any]
             start = time.perf_counter()
             result = fit(stage_cfg, resume=resume)
             result.update(stage=name, minutes=(time.perf_counter() - start) / 60)
-            done.write_text(json.dumps(result, indent=1))
+            atomic_write_bytes(done, json.dumps(result, indent=1).encode())  # the marker --resume auto trusts
         results.append(result)
         init_from = result["last_checkpoint"]
     return {**results[-1], "stages": results}
