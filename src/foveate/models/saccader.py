@@ -214,10 +214,6 @@ class Saccader(nn.Module):
             raise FoveateError(f"{src.name}: image is {width}x{height} px (view {vw}x{vh} at view_scale "
                                f"{self.view_scale:g}), smaller than the backbone's receptive field ({rf} px)")
         view = src.view((vh, vw))
-        if view.stride() != _dense_strides(view.shape):
-            # a whole-image crop of a 1-channel batch can come back with channels-last-like strides
-            # (C = 1); convolution backward then crashed (segfault, deterministic mode, torch 2.14)
-            view = view.clone(memory_format=torch.contiguous_format)
         view = network_range(view)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.representation_trainable):
             maps = self.backbone.forward_maps(view)
@@ -343,14 +339,6 @@ class Saccader(nn.Module):
         total = vimco + l2
         return {"loss": total, "vimco": vimco.detach(), "bound": bound.detach(), "l2": l2.detach(),
                 "reward": (traj.detach().argmax(-1) == target[:, None]).float().mean()}
-
-
-def _dense_strides(shape: torch.Size) -> tuple[int, ...]:
-    strides, acc = [], 1
-    for n in reversed(shape):
-        strides.append(acc)
-        acc *= n
-    return tuple(reversed(strides))
 
 
 def ranked_cells(logits2d: Tensor, cls: Tensor) -> Tensor:
