@@ -161,9 +161,10 @@ class TensorSource(RegionSource):
 
 
 def build_pyramid(x: Tensor, min_side: int = 64) -> list[Tensor]:
-    """Levels 1, 2, ... of x (B, C, H, W): each half the previous (2x2 mean, ceil), down to `min_side`."""
+    """Levels 1, 2, ... of x (B, C, H, W): each half the previous (2x2 mean, ceil), sized as
+    `pyramid_sizes` (the one halving rule, shared with `convert`)."""
     levels, cur = [], x
-    while min(cur.shape[-2:]) // 2 >= min_side:
+    for _ in pyramid_sizes(*x.shape[-2:], min_side)[1:]:
         cur = F.avg_pool2d(cur, 2, ceil_mode=True)
         levels.append(cur)
     return levels
